@@ -1,0 +1,47 @@
+"""Trainer callbacks: metrics to JSONL, a wall-clock budget, and the end-of-run plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsJsonl(TrainerCallback):
+    """Appends every logged dict (with ``step``) as one line of ``<output_dir>/metrics.jsonl``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in logs.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": state.global_step, **clean}) + "\n")
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training once the wall time since ``on_train_begin`` exceeds ``seconds``."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.seconds:
+            logger.info(
+                "Time budget of %.0f s reached after %d steps: stopping.", self.seconds, state.global_step
+            )
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,364 @@
+"""Recipes: one YAML file describes a run completely.
+
+    model:    {name_or_path: embedded}            # posttrain.models.ModelConfig
+    peft:     {enabled: true, r: 16}              # posttrain.models.PeftConfigSection (LoRA)
+    data:     {generator: chain_sum, size: 2000}  # posttrain.data.DataConfig
+    rewards:  [{name: accuracy, weight: 1.0}]     # posttrain.rewards.RewardSpec, one entry per reward
+    method:   {name: grpo}                        # MethodConfig: loss/normalisation presets
+    trainer:  {learning_rate: 1.0e-5}             # any TRL GRPOConfig field
+    eval:     {before: true, after: true}         # EvalConfig: held-out accuracy around training
+    run:      {time_budget: 20m}                  # RunConfig: wall budget, overwrite/resume
+
+Precedence is defaults < YAML < command-line flags (``--key value``). A flag names a field by its
+dotted path (``--data.size 200``) or by its bare name when that is unambiguous
+(``--max_steps 2`` -> ``trainer.max_steps``). An unknown key is an error that names the closest
+valid key. The resolved recipe is written to ``<output_dir>/recipe.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posttrain.data import DataConfig
+from posttrain.errors import ConfigError
+from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
+from posttrain.rewards import RewardSpec
+
+# Presets of TRL loss settings per method name. A preset only fills keys the recipe leaves unset.
+# GRPO: DeepSeekMath (arXiv 2402.03300); Dr.GRPO: arXiv 2503.20783 (no length or std normalisation);
+# DAPO: arXiv 2503.14476 (token-level loss, clip-higher, overlong filtering).
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
+    "dr_grpo": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+    "dapo": {
+        "loss_type": "dapo",
+        "scale_rewards": "group",
+        "epsilon_high": 0.28,
+        "mask_truncated_completions": True,
+    },
+}
+
+# Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
+# on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/posttrain",
+    "gradient_checkpointing": False,
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "report_to": "none",
+}
+
+
+@dataclass
+class MethodConfig:
+    """Which member of the GRPO family to run."""
+
+    name: str = "grpo"
+    """``grpo``, ``dr_grpo`` or ``dapo``: fills TRL loss settings the trainer section leaves unset."""
+
+    def __post_init__(self) -> None:
+        if self.name not in METHOD_PRESETS:
+            raise ConfigError(_unknown("method.name", self.name, list(METHOD_PRESETS)))
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation around training (greedy accuracy; mean@k and maj@k when ``num_samples > 1``)."""
+
+    before: bool = False
+    """Evaluate the model on the held-out split before training."""
+    after: bool = False
+    """Evaluate the trained model on the held-out split after training."""
+    num_samples: int = 1
+    """Samples per question for mean@k / maj@k (1 = greedy only)."""
+    temperature: float = 1.0
+    """Sampling temperature for the ``num_samples`` samples."""
+    max_new_tokens: int | None = None
+    """Generation budget; defaults to ``trainer.max_completion_length``."""
+    batch_size: int = 64
+    """Prompts per generation batch."""
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigError(f"eval.num_samples must be >= 1, got {self.num_samples}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}.")
+
+
+@dataclass
+class RunConfig:
+    """How the run is driven: budget, what to do with an existing output folder."""
+
+    time_budget: str | float | None = None
+    """Stop training after this wall time: seconds, or ``"20m"``, ``"1h30m"``; None = until max_steps."""
+    overwrite: bool = False
+    """Allow writing into an output folder that already holds a run (nothing is deleted)."""
+    resume: bool = False
+    """Resume from the last checkpoint in the output folder."""
+    plot: bool = True
+    """Write ``training_curves.png`` (reward and accuracy) at the end of training."""
+
+    def __post_init__(self) -> None:
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+        if self.overwrite and self.resume:
+            raise ConfigError("Pass either --overwrite or --resume, not both.")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "peft": PeftConfigSection,
+    "data": DataConfig,
+    "method": MethodConfig,
+    "eval": EvalConfig,
+    "run": RunConfig,
+}
+
+
+@dataclass
+class Recipe:
+    """A whole run: one dataclass per concern, plus the TRL trainer fields and the reward list."""
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfigSection = field(default_factory=PeftConfigSection)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="accuracy")])
+    method: MethodConfig = field(default_factory=MethodConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.trainer["output_dir"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("model", "peft", "data", "rewards", "method", "trainer", "eval", "run"):
+            value = getattr(self, name)
+            if name == "rewards":
+                out[name] = [dataclasses.asdict(r) for r in value]
+            elif dataclasses.is_dataclass(value):
+                out[name] = dataclasses.asdict(value)
+            else:
+                out[name] = dict(value)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved recipe (every default filled in) as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False))
+
+    def grpo_config(self):
+        """The TRL ``GRPOConfig``: method preset < hardware precision < recipe ``trainer`` section."""
+        from trl import GRPOConfig
+
+        kwargs = {**METHOD_PRESETS[self.method.name], **detect_precision(), **self.trainer}
+        if kwargs.get("fp16") and kwargs.get("bf16"):
+            kwargs["bf16"] = False
+        try:
+            return GRPOConfig(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"The trainer settings are invalid: {exc}") from exc
+
+
+def grpo_field_names() -> list[str]:
+    from trl import GRPOConfig
+
+    return [f.name for f in dataclasses.fields(GRPOConfig)]
+
+
+def parse_duration(value: str | float | int) -> float:
+    """``"20m"`` -> 1200.0; ``"1h30m"`` -> 5400.0; ``90`` -> 90.0 (seconds)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"A duration must be positive, got {value}.")
+        return float(value)
+    text = str(value).strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise ConfigError(
+            f"Cannot read the duration {value!r}: write seconds (600) or e.g. '20m', '1h30m', '45s'."
+        )
+    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+    seconds = h * 3600 + m * 60 + s
+    if seconds <= 0:
+        raise ConfigError(f"A duration must be positive, got {value!r}.")
+    return seconds
+
+
+def _unknown(key: str, value: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown {key} {value!r}.{hint} Valid: {', '.join(valid)}."
+
+
+def _fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _all_keys() -> dict[str, list[str]]:
+    """Every valid dotted key: section -> field names."""
+    keys = {name: _fields(cls) for name, cls in SECTIONS.items()}
+    keys["trainer"] = grpo_field_names()
+    return keys
+
+
+def _closest_key(key: str) -> str | None:
+    """The valid dotted key closest to ``key`` (compared whole, then by its last part)."""
+    dotted = [f"{s}.{f}" for s, fs in _all_keys().items() for f in fs] + [*SECTIONS, "rewards", "trainer"]
+    close = difflib.get_close_matches(key, dotted, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    by_bare = {d.rpartition(".")[2]: d for d in reversed(dotted)}
+    close = difflib.get_close_matches(key.rpartition(".")[2], list(by_bare), n=1, cutoff=0.6)
+    return by_bare[close[0]] if close else None
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    close = _closest_key(key)
+    hint = f" Did you mean `{close}`?" if close else ""
+    return ConfigError(f"Unknown key `{key}` in {where}.{hint}")
+
+
+def _check_section(section: str, values: Any, where: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"`{section}` in {where} must be a mapping of keys to values, got {values!r}.")
+    valid = _all_keys()[section]
+    for key in values:
+        if key not in valid:
+            raise _unknown_key_error(f"{section}.{key}", where)
+    return values
+
+
+def _build(sections: dict[str, Any], where: str) -> Recipe:
+    for top in sections:
+        if top not in (*SECTIONS, "rewards", "trainer"):
+            raise _unknown_key_error(str(top), where)
+    if "data" not in sections or not sections["data"]:
+        raise ConfigError(
+            f"{where} has no `data` section. Add e.g. `data: {{generator: chain_sum, size: 1000}}`."
+        )
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = _check_section(name, sections.get(name), where)
+        if name in sections or name == "data":
+            try:
+                kwargs[name] = cls(**values)
+            except TypeError as exc:
+                raise ConfigError(f"Invalid `{name}` section in {where}: {exc}") from exc
+    trainer = {**TRAINER_DEFAULTS, **_check_section("trainer", sections.get("trainer"), where)}
+    kwargs["trainer"] = trainer
+    if "rewards" in sections:
+        rewards = sections["rewards"]
+        if not isinstance(rewards, list) or not rewards:
+            raise ConfigError(
+                f"`rewards` in {where} must be a non-empty list of entries like `- name: accuracy`, got {rewards!r}."
+            )
+        kwargs["rewards"] = [RewardSpec.from_dict(r) for r in rewards]
+    return Recipe(**kwargs)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Recipe not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml."
+        )
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The recipe {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        raise ConfigError(f"The recipe {path} is empty. See recipes/quickstart.yaml for a complete example.")
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"The recipe {path} must be a mapping of sections (model, data, ...), got {type(loaded).__name__}."
+        )
+    return loaded
+
+
+# Flags that take no value on the command line.
+BOOLEAN_FLAGS = {"overwrite": "run.overwrite", "resume": "run.resume"}
+
+
+def parse_flags(argv: list[str]) -> dict[str, Any]:
+    """``["--max_steps", "2", "--data.size", "50", "--overwrite"]`` -> ``{"max_steps": 2, "data.size": 50, ...}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or len(token) <= 2:
+            raise ConfigError(
+                f"Unexpected argument {token!r}: flags look like `--key value` (e.g. --max_steps 2)."
+            )
+        key, eq, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            i += 1
+        elif key in BOOLEAN_FLAGS and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            value, i = "true", i + 1
+        elif i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+        else:
+            raise ConfigError(f"Flag --{key} needs a value, e.g. `--{key} VALUE`.")
+        out[key] = yaml.safe_load(value) if value != "" else ""
+    return out
+
+
+def _resolve_flag(key: str) -> tuple[str, str]:
+    """Map a flag name to (section, field)."""
+    keys = _all_keys()
+    if key in BOOLEAN_FLAGS:
+        section, _, name = BOOLEAN_FLAGS[key].partition(".")
+        return section, name
+    if "." in key:
+        section, _, name = key.partition(".")
+        if section in keys and name in keys[section]:
+            return section, name
+        raise _unknown_key_error(key, "the command-line flags")
+    owners = [s for s, fs in keys.items() if key in fs]
+    if len(owners) == 1:
+        return owners[0], key
+    if len(owners) > 1:
+        # A bare trainer field wins (e.g. --seed, --output_dir): it is what TRL users type.
+        if "trainer" in owners:
+            return "trainer", key
+        options = ", ".join(f"--{s}.{key}" for s in owners)
+        raise ConfigError(f"Flag --{key} is ambiguous; use one of: {options}.")
+    raise _unknown_key_error(key, "the command-line flags")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+    """Load a YAML recipe and apply command-line overrides (defaults < YAML < flags)."""
+    sections = read_yaml(path) if path is not None else {}
+    flags = parse_flags(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    for key, value in flags.items():
+        section, name = _resolve_flag(key)
+        current = sections.get(section)
+        if current is None:
+            current = sections[section] = {}
+        elif not isinstance(current, dict):
+            raise ConfigError(f"`{section}` in {path} must be a mapping to take --{key}.")
+        current[name] = value
+    return _build(sections, str(path) if path is not None else "the flags")
+
+
+def recipe_keys(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, key) for every mapping key in a YAML file (used by the recipe-comment test)."""
+    out = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        match = re.match(r"^\s*(?:-\s+)?([A-Za-z_][\w.]*)\s*:(\s|$)", line)
+        if match and not line.lstrip().startswith("#"):
+            out.append((lineno, match.group(1)))
+    return out

@@ -1,0 +1,193 @@
+"""Train a model from a YAML recipe.
+
+    posttrain train recipes/quickstart.yaml --max_steps 2 --output_dir runs/smoke
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m posttrain.train recipes/quickstart.yaml
+
+Writes to ``output_dir``: ``recipe.yaml`` (the resolved recipe), ``metrics.jsonl`` (every logged
+step), checkpoints, the final model, ``eval_before.json`` / ``eval_after.json`` with their
+predictions when the recipe asks for held-out evaluation, ``summary.json`` and
+``training_curves.png``. An output folder that already holds a run is refused unless ``--overwrite``
+(write into it; the old metrics file is kept under a new name) or ``--resume`` (continue from its
+last checkpoint) is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from posttrain.config import Recipe, load_recipe, parse_duration
+from posttrain.errors import DataError, OutputDirError
+
+logger = logging.getLogger(__name__)
+
+# Files whose presence means a folder already holds a run.
+RUN_MARKERS = (
+    "recipe.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "model.safetensors",
+    "adapter_model.safetensors",
+)
+
+
+def check_output_dir(recipe: Recipe) -> str | None:
+    """Refuse to clobber an earlier run; return the checkpoint to resume from, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = recipe.output_dir
+    if recipe.run.resume:
+        checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if checkpoint is None:
+            raise OutputDirError(
+                f"--resume was given but {out} holds no checkpoint-* folder. Run without --resume to start "
+                "afresh, or point --output_dir at the run to resume."
+            )
+        return checkpoint
+    if out.is_dir():
+        found = [m for m in RUN_MARKERS if (out / m).exists()] + sorted(
+            p.name for p in out.glob("checkpoint-*")
+        )
+        if found and not recipe.run.overwrite:
+            raise OutputDirError(
+                f"The output folder {out} already holds a run ({', '.join(found[:4])}). Pass --resume to continue "
+                "it from its last checkpoint, --overwrite to write into it anyway, or choose another --output_dir."
+            )
+    return None
+
+
+def _prepare_output_dir(recipe: Recipe) -> None:
+    out = recipe.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    if metrics.exists() and not recipe.run.resume:
+        # --overwrite: keep the earlier run's metrics under a new name rather than destroying them.
+        metrics.rename(out / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    recipe.save(out / "recipe.yaml")
+
+
+def _evaluate(recipe: Recipe, model, tokenizer, eval_ds, args, name: str):
+    from posttrain.evaluation import evaluate
+
+    result = evaluate(
+        model,
+        tokenizer,
+        eval_ds,
+        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
+        num_samples=recipe.eval.num_samples,
+        temperature=recipe.eval.temperature,
+        batch_size=recipe.eval.batch_size,
+        seed=args.seed,
+        desc=f"eval {name}",
+    )
+    result.save(recipe.output_dir, f"eval_{name}")
+    logger.info("Held-out %s: %s", name, result.metrics)
+    return result.metrics
+
+
+def run(recipe: Recipe) -> dict[str, Any]:
+    """Run one recipe end to end; returns the summary written to ``summary.json``."""
+    from accelerate import PartialState
+
+    from posttrain.callbacks import MetricsJsonl, TimeBudget
+    from posttrain.data import load_datasets
+    from posttrain.models import describe_hardware, load_model
+    from posttrain.plotting import plot_curves
+    from posttrain.rewards import build_reward_plugins
+    from posttrain.trainer import PosttrainTrainer
+
+    state = PartialState()
+    checkpoint = check_output_dir(recipe)  # every process checks before any process writes
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _prepare_output_dir(recipe)
+    out = recipe.output_dir
+    logger.info("Hardware: %s", describe_hardware())
+
+    args = recipe.grpo_config()
+    plugins = build_reward_plugins(recipe.rewards)
+    train_ds, eval_ds = load_datasets(recipe.data)
+    if (recipe.eval.before or recipe.eval.after) and eval_ds is None:
+        raise DataError(
+            "The recipe asks for held-out evaluation (eval.before/after) but the data has no held-out split. "
+            "Set data.eval_size (e.g. 200) or data.eval_path."
+        )
+    with state.main_process_first():  # the first process converts a GGUF; the others reuse the folder
+        model, tokenizer = load_model(recipe.model)
+
+    evals: dict[str, dict] = {}
+    if recipe.eval.before and checkpoint is None and state.is_main_process:
+        evals["before"] = _evaluate(recipe, model, tokenizer, eval_ds, args, "before")
+    elif (out / "eval_before.json").exists():
+        evals["before"] = json.loads((out / "eval_before.json").read_text())
+
+    callbacks = [MetricsJsonl(out / "metrics.jsonl")]
+    if recipe.run.time_budget is not None:
+        callbacks.append(TimeBudget(parse_duration(recipe.run.time_budget)))
+    trainer = PosttrainTrainer(
+        model=model,
+        reward_plugins=plugins,
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=recipe.peft.to_lora_config(),
+        callbacks=callbacks,
+    )
+    start = time.monotonic()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.monotonic() - start
+    trainer.save_model(str(out))
+
+    if state.is_main_process:
+        if recipe.eval.after:
+            evals["after"] = _evaluate(recipe, trainer.model, tokenizer, eval_ds, args, "after")
+        if recipe.run.plot:
+            plot_curves(out / "metrics.jsonl", out / "training_curves.png", evals or None)
+    summary = {
+        "output_dir": str(out),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "eval": evals,
+    }
+    if state.is_main_process:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"Trained {summary['steps']} steps in {summary['train_seconds']:.0f} s -> {summary['output_dir']}"
+    ]
+    evals = summary.get("eval") or {}
+    if evals:
+        names = [k for k in next(iter(evals.values())) if k.startswith(("accuracy", "mean@", "maj@"))]
+        n = next(iter(evals.values())).get("n")
+        lines.append(f"Held-out accuracy (n={n}):")
+        for name in names:
+            cells = "  ".join(f"{label} {m.get(name, float('nan')):.3f}" for label, m in evals.items())
+            lines.append(f"  {name:<16} {cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--"):
+        from posttrain.errors import ConfigError
+
+        raise ConfigError(
+            "Usage: posttrain train RECIPE.yaml [--key value ...] (e.g. recipes/quickstart.yaml)."
+        )
+    recipe = load_recipe(argv[0], argv[1:])
+    summary = run(recipe)
+    print(format_summary(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    from posttrain.cli import run_command
+
+    sys.exit(run_command(lambda: main(sys.argv[1:])))

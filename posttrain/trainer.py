@@ -1,0 +1,258 @@
+"""The GRPO trainer: TRL's ``GRPOTrainer`` plus the hooks every posttrain method hangs on.
+
+One training step, and where each hook sits::
+
+    queue ──► inject whole groups ──► generate ──► per-sample rewards (each process, TRL)
+                                                     └─► gather ─► group-level rewards (all rows)
+          advantages (TRL) ──► advantage transforms ──► loss-mask hooks ──► scored hooks ──► update
+
+- **Group-level rewards** (``@group_reward`` plugins) run once per step on the batch gathered from
+  all processes, so a prompt's group is whole even when TRL spreads it over ranks.
+- **Advantage transforms** ``fn(advantages (N,), batch) -> (N,)`` edit the global advantages.
+- **Loss-mask hooks** ``fn(output, batch) -> (B_local, T) mask | None`` drop tokens from the loss.
+- **Scored hooks** ``fn(batch)`` see every scored batch (e.g. SPARK's recycler) and may fill
+  :attr:`queue` with new prompts, which replace whole groups of later batches.
+- Stateful reward plugins and the queue are saved in every checkpoint and restored on resume.
+- Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``.
+
+Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
+``_generate_and_score_completions``, ``_generate``, ``_prepare_inputs``, ``training_step``,
+``_save_checkpoint``, ``_load_optimizer_and_scheduler``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import gather, gather_object
+from trl import GRPOTrainer
+
+from posttrain.queue import GroupQueue, inject_groups
+from posttrain.rewards import RewardPlugin
+from posttrain.timing import PhaseTimer
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "posttrain_state.pt"
+# Columns TRL handles itself; everything else in a row reaches reward plugins as a keyword argument.
+_NOT_KWARGS = ("prompt", "completion", "completion_ids")
+
+
+@dataclass
+class ScoredBatch:
+    """One generation batch after scoring, gathered from all processes (N rows in total)."""
+
+    rows: list[dict[str, Any]]
+    """Dataset rows, ``group_size`` consecutive rows per prompt."""
+    prompts: list[Any]
+    completions: list[Any]
+    completion_ids: list[list[int]]
+    rewards_per_func: torch.Tensor
+    """(N, F) rewards, NaN where a plugin returned None."""
+    reward_names: list[str]
+    group_size: int
+    process_slice: slice
+    """This process's rows within the N."""
+    mode: str = "train"
+    advantages: torch.Tensor | None = None
+    """(N,) final advantages, set after the advantage transforms."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def column(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.rows]
+
+
+AdvantageTransform = Callable[[torch.Tensor, ScoredBatch], torch.Tensor]
+LossMaskHook = Callable[[dict[str, Any], ScoredBatch], "torch.Tensor | None"]
+ScoredHook = Callable[[ScoredBatch], None]
+
+
+def _placeholder(name: str) -> Callable[..., list[float]]:
+    """Stands in for a group-level plugin in TRL's per-process loop; the real column is filled later."""
+
+    def placeholder(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    placeholder.__name__ = name
+    return placeholder
+
+
+class PosttrainTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with group-level rewards, advantage/loss-mask/scored hooks and a prompt queue."""
+
+    def __init__(
+        self,
+        model,
+        reward_plugins: list[RewardPlugin],
+        args,
+        *,
+        advantage_transforms: list[AdvantageTransform] | None = None,
+        loss_mask_hooks: list[LossMaskHook] | None = None,
+        scored_hooks: list[ScoredHook] | None = None,
+        queue: GroupQueue | None = None,
+        **kwargs,
+    ):
+        if not reward_plugins:
+            raise ValueError("PosttrainTrainer needs at least one reward plugin.")
+        self.reward_plugins = list(reward_plugins)
+        self.advantage_transforms = list(advantage_transforms or [])
+        self.loss_mask_hooks = list(loss_mask_hooks or [])
+        self.scored_hooks = list(scored_hooks or [])
+        self.queue = queue if queue is not None else GroupQueue()
+        self.timer = PhaseTimer()
+        self._scored: ScoredBatch | None = None
+        self._prepare_seconds = 0.0
+        args.reward_weights = [p.weight for p in self.reward_plugins]
+        funcs = [_placeholder(p.name) if p.is_group else p for p in self.reward_plugins]
+        super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
+
+    # ----------------------------------------------------------------------------- hook registration
+    def add_advantage_transform(self, fn: AdvantageTransform) -> None:
+        self.advantage_transforms.append(fn)
+
+    def add_loss_mask_hook(self, fn: LossMaskHook) -> None:
+        self.loss_mask_hooks.append(fn)
+
+    def add_scored_hook(self, fn: ScoredHook) -> None:
+        self.scored_hooks.append(fn)
+
+    @property
+    def group_size(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
+
+    # ----------------------------------------------------------------------------- rollout + scoring
+    def _generate(self, prompts: list):
+        with self.timer("gen"):
+            return super()._generate(prompts)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        with self.timer("reward"):
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            batch = self._gather_batch(inputs, prompts, completions, completion_ids_list, rewards_per_func)
+            for col, plugin in enumerate(self.reward_plugins):
+                if plugin.is_group:
+                    rewards_per_func[:, col] = self._run_group_plugin(plugin, batch)
+            self._scored = batch
+        return rewards_per_func
+
+    def _gather_batch(self, inputs, prompts, completions, completion_ids, rewards_per_func) -> ScoredBatch:
+        n_local = len(prompts)
+        index = self.accelerator.process_index
+        return ScoredBatch(
+            rows=gather_object(list(inputs)),
+            prompts=gather_object(list(prompts)),
+            completions=gather_object(list(completions)),
+            completion_ids=gather_object([list(ids) for ids in completion_ids]),
+            rewards_per_func=rewards_per_func,
+            reward_names=list(self.reward_func_names),
+            group_size=self.group_size,
+            process_slice=slice(index * n_local, (index + 1) * n_local),
+            mode="train" if self.model.training else "eval",
+        )
+
+    def _run_group_plugin(self, plugin: RewardPlugin, batch: ScoredBatch) -> torch.Tensor:
+        """Every process runs the plugin on the same gathered rows, so all get the same column."""
+        columns = {k: batch.column(k) for k in batch.rows[0] if k not in _NOT_KWARGS}
+        values = plugin(
+            prompts=batch.prompts,
+            completions=batch.completions,
+            completion_ids=batch.completion_ids,
+            group_size=batch.group_size,
+            trainer_state=self.state,
+            log_metric=self._log_metric,
+            **columns,
+        )
+        out = [torch.nan if v is None else float(v) for v in values]
+        return torch.tensor(out, dtype=torch.float32, device=batch.rewards_per_func.device)
+
+    def _generate_and_score_completions(self, inputs):
+        if self.model.training and len(self.queue):
+            inputs = self._take_queued(inputs)
+        output = super()._generate_and_score_completions(inputs)
+        batch = self._scored
+        with self.timer("adv"):
+            advantages = gather(output["advantages"])  # (N,) global, in batch order
+            for transform in self.advantage_transforms:
+                advantages = transform(advantages, batch)
+            batch.advantages = advantages
+            output["advantages"] = advantages[batch.process_slice]
+            if self.loss_mask_hooks:
+                self._apply_loss_masks(output, batch)
+        if batch.mode == "train":
+            for hook in self.scored_hooks:
+                with self.timer("recycle"):
+                    hook(batch)
+        return output
+
+    def _take_queued(self, inputs: list[dict]) -> list[dict]:
+        g = self.num_generations
+        n_groups = len(inputs) * self.accelerator.num_processes // g
+        k = min(len(self.queue), int(n_groups * self.queue.max_fraction))
+        if k == 0:
+            return inputs
+        queued = self.queue.pop(k)
+        return inject_groups(
+            inputs, queued, self.accelerator.process_index, self.accelerator.num_processes, g
+        )
+
+    def _apply_loss_masks(self, output: dict[str, Any], batch: ScoredBatch) -> None:
+        mask = output.get("tool_mask")
+        if mask is None:
+            mask = torch.ones_like(output["completion_mask"])
+        for hook in self.loss_mask_hooks:
+            extra = hook(output, batch)
+            if extra is not None:
+                mask = mask * extra.to(mask.dtype)
+        output["tool_mask"] = mask
+        # dapo/bnpo/cispo normalise by the number of trained tokens across processes: recount it.
+        output["num_items_in_batch"] = gather((output["completion_mask"] * mask).sum()).sum()
+
+    # ----------------------------------------------------------------------------- timing
+    def _prepare_inputs(self, generation_batch):
+        start = time.perf_counter()
+        try:
+            return super()._prepare_inputs(generation_batch)
+        finally:
+            self._prepare_seconds += time.perf_counter() - start
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        start = time.perf_counter()
+        self._prepare_seconds = 0.0
+        output = super().training_step(model, inputs, num_items_in_batch)
+        self.timer.add("update", time.perf_counter() - start - self._prepare_seconds)
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            for key, seconds in self.timer.pop().items():
+                self._metrics["train"][key].append(seconds)
+        return output
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        state = {
+            "rewards": {p.name: p.state_dict() for p in self.reward_plugins if p.is_stateful},
+            "queue": self.queue.state_dict(),
+        }
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        torch.save(state, os.path.join(folder, STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.exists(path):
+            return
+        state = torch.load(path, weights_only=False)  # our own file, written by _save_checkpoint
+        for plugin in self.reward_plugins:
+            if plugin.is_stateful and plugin.name in state["rewards"]:
+                plugin.load_state_dict(state["rewards"][plugin.name])
+        self.queue.load_state_dict(state["queue"])
+        logger.info("Restored reward-plugin state and the prompt queue from %s", path)
