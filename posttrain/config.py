@@ -162,6 +162,13 @@ class Recipe:
         from trl import GRPOConfig
 
         kwargs = {**METHOD_PRESETS[self.method.name], **detect_precision(), **self.trainer}
+        defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+        for key, value in kwargs.items():
+            if key.endswith("_strategy") and value is False:
+                kwargs[key] = "no"  # YAML 1.1 reads `save_strategy: no` as false; TRL wants the word
+            numeric = isinstance(defaults.get(key), int | float) and not isinstance(defaults[key], bool)
+            if numeric and isinstance(value, str):  # TRL does not check: it would fail deep in torch
+                raise ConfigError(f"trainer.{key} must be a number, got {value!r}.")
         if kwargs.get("fp16") and kwargs.get("bf16"):
             kwargs["bf16"] = False
         try:
@@ -269,6 +276,42 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
     return Recipe(**kwargs)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string, which TRL would hand to the optimizer; read a float."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_value(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no arbitrary objects
+
+
+def _flag_value(text: str) -> Any:
+    """A flag's value typed as YAML (``2``, ``1e-5``, ``true``, ``null``, ``[a, b]``, ``{k: v}``).
+
+    Text that YAML would garble stays as typed: ``"Answer: 1"`` (a mapping to YAML), ``"{question}"``,
+    ``"Answer #1"`` (YAML drops the comment), ``"@me"`` (a YAML syntax error).
+    """
+    stripped = text.strip()
+    try:
+        value = _yaml_value(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        quoted = len(stripped) > 1 and stripped[0] == stripped[-1] and stripped[0] in "'\""
+        return value if quoted else text
+    if isinstance(value, dict) and not (stripped.startswith("{") and ":" in stripped):
+        return text
+    if isinstance(value, list) and not stripped.startswith("["):
+        return text
+    return value
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -276,7 +319,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             f"Recipe not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml."
         )
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = _yaml_value(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"The recipe {path} is not valid YAML: {exc}") from exc
     if loaded is None:
@@ -312,7 +355,7 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
             value, i = argv[i + 1], i + 2
         else:
             raise ConfigError(f"Flag --{key} needs a value, e.g. `--{key} VALUE`.")
-        out[key] = yaml.safe_load(value) if value != "" else ""
+        out[key] = _flag_value(value) if value != "" else ""
     return out
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from posttrain.config import Recipe, load_recipe, parse_duration
@@ -25,9 +24,9 @@ from posttrain.errors import DataError, OutputDirError
 
 logger = logging.getLogger(__name__)
 
-# Files whose presence means a folder already holds a run.
+# Files whose presence means a folder already holds a run. Not recipe.yaml: it is written before the
+# inputs are checked, so a run that stopped on a bad input would otherwise block its own retry.
 RUN_MARKERS = (
-    "recipe.yaml",
     "metrics.jsonl",
     "summary.json",
     "model.safetensors",

@@ -1,0 +1,92 @@
+"""Smoke tests of the benchmarks in ``bench/``: each main function on the tiny model, tiny settings.
+
+    pytest tests/test_bench.py -q          # ~20-30 s on 2 CPU cores
+
+They check that each benchmark runs end to end, writes its JSON, and prints its headline figures on
+the last line as ``name=value`` pairs; the numbers themselves mean nothing on a random tiny model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Shrink the quickstart recipe so a step takes well under a second on the tiny model.
+TINY_FLAGS = [
+    "--per_device_train_batch_size", "8",
+    "--num_generations", "4",
+    "--max_completion_length", "8",
+    "--data.size", "64",
+]  # fmt: skip
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """Import ``bench.<name>`` from the repository root, whatever directory pytest put on sys.path."""
+    monkeypatch.syspath_prepend(str(REPO))
+    # One torch thread: a tiny model gains nothing from more, and it keeps the test steady on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda name: importlib.import_module(f"bench.{name}")
+    torch.set_num_threads(threads)
+
+
+def last_line(capsys) -> dict[str, float]:
+    from bench.common import parse_headline
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines, "the benchmark printed nothing"
+    return parse_headline(lines[-1])
+
+
+def test_overhead(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "overhead.json"
+    argv = ["--model", tiny_model, "--steps", "2", "--rounds", "1", "--out", str(out), *TINY_FLAGS]
+    bench("overhead").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == ["overhead_ratio"]
+    assert headline["overhead_ratio"] > 0
+    result = json.loads(out.read_text())
+    assert [r["side"] for r in result["runs"]] == ["trl", "posttrain"]
+    assert all(len(r["step_seconds"]) == 2 for r in result["runs"])
+    assert result["overhead_ratio"] == pytest.approx(headline["overhead_ratio"], abs=1e-3)
+    assert result["config"]["recipe"]["trainer"]["max_steps"] == 2
+    assert result["config"]["recipe"]["trainer"]["save_strategy"] == "no"
+    # Same seed, same rows, same config: both sides generated and scored the same completions.
+    assert result["same_work"]["match"], result["same_work"]
+
+
+def test_learning(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "learning.json"
+    argv = [
+        "--model", tiny_model,
+        "--steps", "2",
+        "--budget", "60",
+        "--eval_size", "4",
+        "--runs_dir", str(tmp_path / "runs"),
+        "--out", str(out),
+        "--eval.num_samples", "2",
+        "--run.plot", "false",
+        *TINY_FLAGS,
+    ]  # fmt: skip
+    bench("learning").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == ["posttrain_before", "posttrain_after", "trl_before", "trl_after"]
+    assert all(0.0 <= v <= 1.0 for v in headline.values())
+    result = json.loads(out.read_text())
+    for side in ("posttrain", "trl"):
+        assert result[side]["steps"] == 2
+        assert result[side]["before"]["n"] == 4
+        assert {"accuracy_greedy", "mean@2", "maj@2"} <= set(result[side]["after"])
+        assert (tmp_path / "runs" / side / "eval_after.json").is_file()
+    assert result["before_match"]
+    assert result["config"]["budget_seconds"] == 60.0
+    assert headline["trl_after"] == pytest.approx(result["trl"]["after"]["accuracy_greedy"], abs=1e-3)
