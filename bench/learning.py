@@ -162,23 +162,10 @@ def warm_up(recipe, steps: int) -> None:
 
 
 def _evaluate(recipe, args, model, tokenizer, eval_ds, name: str) -> dict[str, Any]:
-    """posttrain's held-out evaluation with the settings ``posttrain.train.run`` passes to it."""
-    from posttrain.evaluation import evaluate
+    """The same held-out evaluation ``posttrain.train.run`` uses, so both sides are scored alike."""
+    from posttrain.train import evaluate_held_out
 
-    result = evaluate(
-        model,
-        tokenizer,
-        eval_ds,
-        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
-        num_samples=recipe.eval.num_samples,
-        temperature=recipe.eval.temperature,
-        batch_size=recipe.eval.batch_size,
-        seed=args.seed,
-        desc=f"trl eval {name}",
-    )
-    result.save(recipe.output_dir, f"eval_{name}")
-    logger.info("TRL held-out %s: %s", name, result.metrics)
-    return result.metrics
+    return evaluate_held_out(recipe, model, tokenizer, eval_ds, args, name)
 
 
 def run_trl(recipe) -> dict[str, Any]:

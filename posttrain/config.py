@@ -265,6 +265,11 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
             except TypeError as exc:
                 raise ConfigError(f"Invalid `{name}` section in {where}: {exc}") from exc
     trainer = {**TRAINER_DEFAULTS, **_check_section("trainer", sections.get("trainer"), where)}
+    if "reward_weights" in trainer:
+        raise ConfigError(
+            f"`trainer.reward_weights` in {where}: set each weight on its reward entry instead, "
+            "e.g. `rewards: [{name: accuracy, weight: 1.0}]`."
+        )
     kwargs["trainer"] = trainer
     if "rewards" in sections:
         rewards = sections["rewards"]

@@ -69,7 +69,8 @@ def _prepare_output_dir(recipe: Recipe) -> None:
     recipe.save(out / "recipe.yaml")
 
 
-def _evaluate(recipe: Recipe, model, tokenizer, eval_ds, args, name: str):
+def evaluate_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
+    """Held-out accuracy with the recipe's eval settings; saves ``eval_<name>.json`` + predictions."""
     from posttrain.evaluation import evaluate
 
     result = evaluate(
@@ -88,8 +89,11 @@ def _evaluate(recipe: Recipe, model, tokenizer, eval_ds, args, name: str):
     return result.metrics
 
 
-def run(recipe: Recipe) -> dict[str, Any]:
-    """Run one recipe end to end; returns the summary written to ``summary.json``."""
+def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
+    """Run one recipe end to end; returns the summary written to ``summary.json``.
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. a benchmark's timer).
+    """
     from accelerate import PartialState
 
     from posttrain.callbacks import MetricsJsonl, TimeBudget
@@ -120,11 +124,11 @@ def run(recipe: Recipe) -> dict[str, Any]:
 
     evals: dict[str, dict] = {}
     if recipe.eval.before and checkpoint is None and state.is_main_process:
-        evals["before"] = _evaluate(recipe, model, tokenizer, eval_ds, args, "before")
+        evals["before"] = evaluate_held_out(recipe, model, tokenizer, eval_ds, args, "before")
     elif (out / "eval_before.json").exists():
         evals["before"] = json.loads((out / "eval_before.json").read_text())
 
-    callbacks = [MetricsJsonl(out / "metrics.jsonl")]
+    callbacks = [MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])]
     if recipe.run.time_budget is not None:
         callbacks.append(TimeBudget(parse_duration(recipe.run.time_budget)))
     trainer = PosttrainTrainer(
@@ -143,7 +147,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
 
     if state.is_main_process:
         if recipe.eval.after:
-            evals["after"] = _evaluate(recipe, trainer.model, tokenizer, eval_ds, args, "after")
+            evals["after"] = evaluate_held_out(recipe, trainer.model, tokenizer, eval_ds, args, "after")
         if recipe.run.plot:
             plot_curves(out / "metrics.jsonl", out / "training_curves.png", evals or None)
     summary = {
@@ -174,6 +178,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return {}
     if not argv or argv[0].startswith("--"):
         from posttrain.errors import ConfigError
 

@@ -22,6 +22,7 @@ Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calcu
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -108,6 +109,8 @@ class PosttrainTrainer(GRPOTrainer):
         self.timer = PhaseTimer()
         self._scored: ScoredBatch | None = None
         self._prepare_seconds = 0.0
+        # Weights live on the reward entries; TRL reads them from the config, so give it a copy.
+        args = copy.copy(args)
         args.reward_weights = [p.weight for p in self.reward_plugins]
         funcs = [_placeholder(p.name) if p.is_group else p for p in self.reward_plugins]
         super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
@@ -193,7 +196,9 @@ class PosttrainTrainer(GRPOTrainer):
     def _take_queued(self, inputs: list[dict]) -> list[dict]:
         g = self.num_generations
         n_groups = len(inputs) * self.accelerator.num_processes // g
-        k = min(len(self.queue), int(n_groups * self.queue.max_fraction))
+        # At least one group whenever the queue is allowed a share, so a one-group batch still drains it.
+        share = int(n_groups * self.queue.max_fraction)
+        k = min(len(self.queue), max(share, 1) if self.queue.max_fraction > 0 else 0)
         if k == 0:
             return inputs
         queued = self.queue.pop(k)
