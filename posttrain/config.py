@@ -46,7 +46,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
-# on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely.
+# on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely, and
+# report to TensorBoard (a dependency) besides metrics.jsonl; wandb/trackio are opt-in in a recipe.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "output_dir": "runs/posttrain",
     "gradient_checkpointing": False,
@@ -54,7 +55,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "save_strategy": "steps",
     "save_steps": 50,
     "save_total_limit": 2,
-    "report_to": "none",
+    "report_to": "tensorboard",
 }
 
 
