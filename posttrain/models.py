@@ -11,8 +11,9 @@
 
 transformers dequantizes a GGUF to fp32 on load but keeps the model marked as quantized, and such a
 model can be neither trained nor saved. :func:`resolve_model_path` therefore converts each GGUF once
-into a plain safetensors folder under :func:`cache_dir` and returns that folder; TRL, the reference
-model and vLLM then load it like any other folder::
+into a plain safetensors folder under :func:`cache_dir` (the conversion itself lives in
+:mod:`posttrain.gguf`) and returns that folder; TRL, the reference model and vLLM then load it like any
+other folder::
 
     from posttrain.models import ModelConfig, load_model
     model, tokenizer = load_model(ModelConfig())      # the embedded SmolLM2, converted on first use
@@ -28,27 +29,18 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import hashlib
-import json
 import logging
 import os
 import platform
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.errors import ConfigError, ModelError
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock; conversions stay atomic, only the lock is skipped.
-    fcntl = None
+from posttrain.gguf import cache_dir, convert_gguf, convert_local_gguf, is_complete, short_hash
 
 if TYPE_CHECKING:
     import peft
@@ -85,11 +77,6 @@ _DTYPE_ALIASES = {
 }
 # A hub id is "name" or "org/name"; anything else that does not exist locally is a mistyped path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$POSTTRAIN_CACHE``, else ``~/.cache/posttrain``."""
-    return Path(os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain").expanduser()
 
 
 @dataclass
@@ -272,30 +259,30 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None, revision
     if is_embedded(name_or_path):
         entry = _embedded_entry(name_or_path)
         target = cache_dir() / "models" / entry.folder
-        if _is_complete(target):  # no need for the package once converted
+        if is_complete(target):  # no need for the package once converted
             return str(target)
         gguf = embedded_gguf_path(name_or_path)
-        return _convert_gguf(str(gguf.parent), gguf.name, target, source=f"{name_or_path} ({gguf})")
+        return convert_gguf(str(gguf.parent), gguf.name, target, source=f"{name_or_path} ({gguf})")
 
     path = Path(name_or_path).expanduser()
     if gguf_file is not None:
         if path.is_dir():
-            return _convert_local_gguf(path / gguf_file)
+            return convert_local_gguf(path / gguf_file)
         if _looks_local(name_or_path):
             raise ModelError(f"Model folder {name_or_path!r} does not exist (model.name_or_path).")
-        key = _short_hash(f"{name_or_path}\0{gguf_file}\0{revision}")
+        key = short_hash(f"{name_or_path}\0{gguf_file}\0{revision}")
         target = cache_dir() / "models" / f"{Path(gguf_file).stem}-{key}"
         source = f"{name_or_path}/{gguf_file}"
-        return _convert_gguf(name_or_path, gguf_file, target, source=source, revision=revision)
+        return convert_gguf(name_or_path, gguf_file, target, source=source, revision=revision)
 
     if name_or_path.endswith(".gguf"):
-        return _convert_local_gguf(path)
+        return convert_local_gguf(path)
     if path.is_dir():
         if any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             return str(path)
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return _convert_local_gguf(ggufs[0])
+            return convert_local_gguf(ggufs[0])
         if ggufs:
             names = ", ".join(g.name for g in ggufs)
             raise ModelError(f"{path} holds several GGUF files ({names}); pick one with model.gguf_file.")
@@ -307,121 +294,6 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None, revision
     if _looks_local(name_or_path):
         raise ModelError(f"Model path {name_or_path!r} does not exist (model.name_or_path).")
     return name_or_path
-
-
-def _convert_local_gguf(gguf: Path) -> str:
-    if not gguf.is_file():
-        others = sorted(p.name for p in gguf.parent.glob("*.gguf")) if gguf.parent.is_dir() else []
-        hint = f" GGUF files there: {', '.join(others)}." if others else ""
-        raise ModelError(f"GGUF file {str(gguf)!r} does not exist.{hint}")
-    gguf = gguf.resolve()
-    stat = gguf.stat()
-    # The folder name changes when the file is replaced, so a stale conversion is never reused.
-    key = _short_hash(f"{gguf}\0{stat.st_mtime_ns}\0{stat.st_size}")
-    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
-    return _convert_gguf(str(gguf.parent), gguf.name, target, source=str(gguf))
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def _is_complete(folder: Path) -> bool:
-    # Conversions appear by an atomic rename, so a folder with a config and weights is complete.
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (a no-op where flock does not exist)."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("Waiting for another process to finish converting (lock %s) ...", path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _convert_gguf(repo: str, filename: str, target: Path, source: str, revision: str | None = None) -> str:
-    """Convert ``repo/filename`` into ``target`` unless it is there already; return ``target``.
-
-    The model is written to a temporary sibling and renamed into place, so an interrupted run never
-    leaves a half folder; a lock file keeps two processes from converting the same model at once.
-    """
-    if _is_complete(target):
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
-        if _is_complete(target):  # another process finished while we waited
-            return str(target)
-        # Holding the lock, any leftover from a killed conversion of this model is ours to remove.
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            _export_gguf(repo, filename, tmp, source=source, revision=revision)
-            _make_readable(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return str(target)
-
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp makes a private folder; a cache shared by several users needs the usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for child in folder.iterdir():
-        child.chmod(0o666 & ~umask)
-
-
-def _export_gguf(repo: str, filename: str, out: Path, source: str, revision: str | None = None) -> None:
-    """Load a GGUF with transformers (dequantized to fp32) and save it as a plain HF folder."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    start = time.monotonic()
-    logger.info("Converting GGUF %s into a trainable fp32 model folder (once; ~30 s for 135M) ...", source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(repo, gguf_file=filename, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(
-            repo, gguf_file=filename, revision=revision, dtype=torch.float32
-        )
-    except OSError as exc:
-        raise _load_error(source, repo, exc) from exc
-    except (ValueError, NotImplementedError) as exc:
-        raise ModelError(f"Cannot convert GGUF {source}: {exc}") from exc
-    _clear_quantization(model)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    provenance = {"source": source, "gguf_file": filename, "transformers": transformers.__version__}
-    (out / "posttrain_conversion.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    logger.info("Converted %s in %.1f s", source, time.monotonic() - start)
-
-
-def _clear_quantization(model: PreTrainedModel) -> None:
-    """Drop the GGUF quantizer markers: the weights are already dequantized fp32 tensors.
-
-    Without this transformers refuses to fine-tune ("purely quantized models"), peft refuses LoRA,
-    and ``save_pretrained`` refuses to serialise.
-    """
-    model.hf_quantizer = None
-    if hasattr(model, "is_quantized"):
-        model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ def test_hub_name_loads_through_load_dataset(monkeypatch):
         calls.append((path, name, split))
         return datasets.Dataset.from_list([{"question": "q", "answer": "a\n#### 3", "other": 1}])
 
-    monkeypatch.setattr(data_mod, "_hub_offline", lambda: True)
+    monkeypatch.setattr("posttrain.data_sources._hub_offline", lambda: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     train, _ = load_datasets(DataConfig(path="openai/gsm8k", name="main"))
     assert calls == [("openai/gsm8k", "main", "train")]
@@ -319,8 +319,8 @@ def test_hub_name_offline_fails_fast(monkeypatch):
 def test_hub_unreachable_fails_before_load_dataset(monkeypatch):
     import datasets
 
-    monkeypatch.setattr(data_mod, "_hub_offline", lambda: False)
-    monkeypatch.setattr(data_mod, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("posttrain.data_sources._hub_offline", lambda: False)
+    monkeypatch.setattr("posttrain.data_sources._hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset was called"))
     with pytest.raises(DataError, match="cannot be reached.*HF_HUB_OFFLINE=1"):
         load_datasets(DataConfig(path="no-such-org/no-such-dataset-xyz"))

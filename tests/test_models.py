@@ -267,7 +267,7 @@ def test_gguf_conversion(cache, tiny_gguf, monkeypatch):
     assert tokenizer.chat_template == GGUF_TEMPLATE and tokenizer.eos_token == "<|im_end|>"
 
     # Same file again: no reconversion; the folder + gguf_file spelling maps to the same folder.
-    monkeypatch.setattr(models, "_export_gguf", lambda *a, **k: pytest.fail("converted twice"))
+    monkeypatch.setattr("posttrain.gguf._export_gguf", lambda *a, **k: pytest.fail("converted twice"))
     assert resolve_model_path(str(tiny_gguf)) == str(out)
     assert resolve_model_path(str(tiny_gguf.parent), gguf_file=tiny_gguf.name) == str(out)
 
@@ -308,7 +308,7 @@ def test_gguf_failed_conversion_leaves_nothing(cache, tiny_gguf, monkeypatch):
         (out / "config.json").write_text("{}")  # half written, then interrupted
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models, "_export_gguf", broken)
+    monkeypatch.setattr("posttrain.gguf._export_gguf", broken)
     with pytest.raises(KeyboardInterrupt):
         resolve_model_path(str(tiny_gguf))
     assert [p.name for p in (cache / "models").iterdir() if not p.name.endswith(".lock")] == []
@@ -323,7 +323,7 @@ def test_gguf_concurrent_conversions_convert_once(cache, tiny_gguf, monkeypatch)
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"")
 
-    monkeypatch.setattr(models, "_export_gguf", slow_export)
+    monkeypatch.setattr("posttrain.gguf._export_gguf", slow_export)
     results: list[str] = []
     threads = [
         threading.Thread(target=lambda: results.append(resolve_model_path(str(tiny_gguf)))) for _ in range(2)
@@ -434,7 +434,7 @@ def test_embedded_conversion(cache, monkeypatch):
     tokenizer = load_tokenizer(str(out))
     assert tokenizer.padding_side == "left" and tokenizer.chat_template
 
-    monkeypatch.setattr(models, "_export_gguf", lambda *a, **k: pytest.fail("converted twice"))
+    monkeypatch.setattr("posttrain.gguf._export_gguf", lambda *a, **k: pytest.fail("converted twice"))
     start = time.monotonic()
     assert resolve_model_path(EMBEDDED_MODEL) == str(out)
     assert time.monotonic() - start < 0.5 < first
