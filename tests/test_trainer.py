@@ -296,3 +296,30 @@ def test_on_error_skip_scores_failing_rows_none(tiny_model, math_jsonl, tmp_path
             assert math.isnan(value) if odd else value == 1.0
             seen.add(odd)
     assert seen == {True, False}  # the seeded batches held both kinds of row
+
+
+def test_lora_trains_only_the_adapter(tiny_model, math_jsonl, tmp_path):
+    # LoRA through the recipe's `peft` section: adapter weights move, base weights stay frozen.
+    from posttrain.models import PeftConfigSection
+
+    lora = PeftConfigSection(enabled=True, r=4, lora_alpha=8, lora_dropout=0.0).to_lora_config()
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(SeededRandom(), "random")], tmp_path, cls=PosttrainTrainer
+    )
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    train_ds, _ = load_datasets(DataConfig(path=math_jsonl))
+    trainer = PosttrainTrainer(
+        model=model,
+        reward_plugins=[RewardPlugin(SeededRandom(), "random")],
+        args=trainer.args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    params = dict(trainer.model.named_parameters())
+    assert all(not torch.equal(params[n].detach(), v) for n, v in trainable.items())
+    assert all(torch.equal(params[n].detach(), v) for n, v in frozen.items())
