@@ -160,3 +160,24 @@ def parse_headline(line: str) -> dict[str, float]:
             raise ValueError(f"not a name=value pair: {item!r}")
         out[name] = float(value)
     return out
+
+
+def environment() -> dict[str, Any]:
+    """Hardware and library versions, recorded with every benchmark result."""
+    import platform
+
+    import torch
+    import transformers
+    import trl
+
+    from posttrain.models import describe_hardware
+
+    return {
+        "hardware": describe_hardware(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+        },
+    }

@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import logging
-import platform
 import shutil
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from bench.common import (  # noqa: E402
     WallBudget,
     accuracy,
     add_common_args,
+    environment,
     headline,
     recipe_overrides,
     setup_logging,
@@ -213,12 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_logging()
     args, extra = parse_args(argv)
 
-    import torch
-    import transformers
-    import trl
-
     from posttrain.config import parse_duration
-    from posttrain.models import describe_hardware
 
     recipes = {side: build_recipe(args, extra, side) for side in ("posttrain", "trl")}
     recipe = recipes["posttrain"]
@@ -248,13 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup_steps": args.warmup_steps,
             "before_eval": "once per side (same model and decoding; compared in before_match)",
             "extra_flags": extra,
-            "hardware": describe_hardware(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "trl": trl.__version__,
-            },
+            **environment(),
         },
         **results,
         "before_match": before_match,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from bench.common import (  # noqa: E402
     StepTimer,
     accuracy,
     add_common_args,
+    environment,
     headline,
     median,
     recipe_overrides,
@@ -170,12 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_logging()
     args, extra = parse_args(argv)
 
-    import torch
-    import transformers
-    import trl
-
     from posttrain.data import load_datasets
-    from posttrain.models import describe_hardware
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         workdir = Path(tmp)
@@ -202,13 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "order": "trl, posttrain per round",
             "warmup_steps_dropped": 1,
             "extra_flags": extra,
-            "hardware": describe_hardware(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "trl": trl.__version__,
-            },
+            **environment(),
         },
         **summary,
         "same_work": logged,
