@@ -137,12 +137,19 @@ class PosttrainTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.timer("reward"):
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._scored = None
+            if not self._needs_gathered_batch():
+                return rewards_per_func  # plain GRPO: no cross-process gather of rows and texts
             batch = self._gather_batch(inputs, prompts, completions, completion_ids_list, rewards_per_func)
             for col, plugin in enumerate(self.reward_plugins):
                 if plugin.is_group:
                     rewards_per_func[:, col] = self._run_group_plugin(plugin, batch)
             self._scored = batch
         return rewards_per_func
+
+    def _needs_gathered_batch(self) -> bool:
+        hooks = self.advantage_transforms or self.loss_mask_hooks or self.scored_hooks
+        return bool(hooks) or any(p.is_group for p in self.reward_plugins)
 
     def _gather_batch(self, inputs, prompts, completions, completion_ids, rewards_per_func) -> ScoredBatch:
         n_local = len(prompts)
@@ -179,6 +186,8 @@ class PosttrainTrainer(GRPOTrainer):
             inputs = self._take_queued(inputs)
         output = super()._generate_and_score_completions(inputs)
         batch = self._scored
+        if batch is None:
+            return output
         with self.timer("adv"):
             advantages = gather(output["advantages"])  # (N,) global, in batch order
             for transform in self.advantage_transforms:

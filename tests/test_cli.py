@@ -34,19 +34,9 @@ torch.set_num_threads(1)  # in-process runs: a 32-wide model only loses time to 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 BIN = Path(sys.executable).parent
-# A user's reward plugin, outside the package, named by dotted path in the recipe.
-USER_PLUGIN = '''\
-"""Brevity: 1.0 up to `max_words` words, then max_words / n."""
-from posttrain.rewards import completion_text
-
-
-def brevity(completions, max_words=50, **kwargs):
-    scores = []
-    for c in completions:
-        n = len(completion_text(c).split())
-        scores.append(1.0 if n <= max_words else max_words / n)
-    return scores
-'''
+# A user's reward plugin (tests/fixtures/my_reward.py), copied outside the package and named by
+# dotted path in the recipe.
+USER_PLUGIN = TESTS / "fixtures" / "my_reward.py"
 
 
 def _posttrain() -> list[str]:
@@ -89,7 +79,7 @@ def setup(tiny_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     plugins = base / "plugins"
     plugins.mkdir()
-    (plugins / "my_plugin.py").write_text(USER_PLUGIN)
+    (plugins / "my_plugin.py").write_text(USER_PLUGIN.read_text())
     data = base / "sums.jsonl"
     rows = [{"question": f"What is {a}+{b}?", "answer": str(a + b)} for a in range(4) for b in range(4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
