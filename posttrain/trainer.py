@@ -186,17 +186,17 @@ class PosttrainTrainer(GRPOTrainer):
             inputs = self._take_queued(inputs)
         output = super()._generate_and_score_completions(inputs)
         batch = self._scored
-        if batch is None:
-            return output
+        # Timed even when there is nothing to do, so every run logs the same phases.
         with self.timer("adv"):
-            advantages = gather(output["advantages"])  # (N,) global, in batch order
-            for transform in self.advantage_transforms:
-                advantages = transform(advantages, batch)
-            batch.advantages = advantages
-            output["advantages"] = advantages[batch.process_slice]
-            if self.loss_mask_hooks:
-                self._apply_loss_masks(output, batch)
-        if batch.mode == "train":
+            if batch is not None:  # None: plain GRPO, no transform or mask to apply
+                advantages = gather(output["advantages"])  # (N,) global, in batch order
+                for transform in self.advantage_transforms:
+                    advantages = transform(advantages, batch)
+                batch.advantages = advantages
+                output["advantages"] = advantages[batch.process_slice]
+                if self.loss_mask_hooks:
+                    self._apply_loss_masks(output, batch)
+        if batch is not None and batch.mode == "train":
             for hook in self.scored_hooks:
                 with self.timer("recycle"):
                     hook(batch)

@@ -140,6 +140,8 @@ def test_train_writes_every_output_and_moves_every_weight(setup, first_run):
     assert [m["step"] for m in steps] == [1, 2]
     # The user plugin from outside the package was trained on and logged under its name.
     assert all("rewards/brevity/mean" in m and "rewards/random/mean" in m for m in steps)
+    # A plain run (no group plugin, no hook) still logs every named phase of a step.
+    assert all(f"time/{phase}" in m for m in steps for phase in ("gen", "reward", "adv", "update"))
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert set(json.loads((out / "eval_before.json").read_text())) >= {"accuracy_greedy", "mean@2", "maj@2"}
     assert "Trained 2 steps" in first_run.stdout and "Held-out accuracy" in first_run.stdout
