@@ -130,10 +130,23 @@ def run_posttrain(recipe) -> dict[str, Any]:
     }
 
 
-def warm_up(recipe, steps: int) -> None:
-    """A few throwaway bare-TRL steps on a fresh model, outside both budgets (nothing is kept)."""
+def _trl_trainer(recipe, args, model, tokenizer, train_ds, callbacks=None):
+    """What a TRL user writes: a plain GRPOTrainer with the recipe's model, data, LoRA and the same reward."""
     from trl import GRPOTrainer
 
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=[accuracy],
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=recipe.peft.to_lora_config(),
+        callbacks=callbacks,
+    )
+
+
+def warm_up(recipe, steps: int) -> None:
+    """A few throwaway bare-TRL steps on a fresh model, outside both budgets (nothing is kept)."""
     from posttrain.data import load_datasets
     from posttrain.models import load_model
 
@@ -146,14 +159,7 @@ def warm_up(recipe, steps: int) -> None:
     train_ds, _ = load_datasets(recipe.data)
     model, tokenizer = load_model(recipe.model)
     start = time.monotonic()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[accuracy],
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        peft_config=recipe.peft.to_lora_config(),
-    )
+    trainer = _trl_trainer(recipe, args, model, tokenizer, train_ds)
     trainer.train()
     shutil.rmtree(args.output_dir, ignore_errors=True)
     logger.info("Warm-up: %d step(s) in %.1f s", steps, time.monotonic() - start)
@@ -170,8 +176,6 @@ def _evaluate(recipe, args, model, tokenizer, eval_ds, name: str) -> dict[str, A
 
 def run_trl(recipe) -> dict[str, Any]:
     """What a TRL user writes: load data and model, GRPOTrainer with a reward function and a budget."""
-    from trl import GRPOTrainer
-
     from posttrain.config import parse_duration
     from posttrain.data import load_datasets
     from posttrain.models import load_model
@@ -186,15 +190,7 @@ def run_trl(recipe) -> dict[str, Any]:
     callbacks = [timer]
     if recipe.run.time_budget is not None:
         callbacks.append(WallBudget(parse_duration(recipe.run.time_budget)))
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[accuracy],
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        peft_config=recipe.peft.to_lora_config(),
-        callbacks=callbacks,
-    )
+    trainer = _trl_trainer(recipe, args, model, tokenizer, train_ds, callbacks)
     start = time.monotonic()
     trainer.train()
     train_seconds = time.monotonic() - start
