@@ -5,9 +5,10 @@
     data:     {generator: chain_sum, size: 2000}  # posttrain.data.DataConfig
     rewards:  [{name: accuracy, weight: 1.0}]     # posttrain.rewards.RewardSpec, one entry per reward
     method:   {name: grpo}                        # MethodConfig: loss/normalisation presets
+    rollout:  {engine: vllm, mode: colocate}      # posttrain.rollout.config.RolloutConfig
     trainer:  {learning_rate: 1.0e-5}             # any TRL GRPOConfig field
     eval:     {before: true, after: true}         # EvalConfig: held-out accuracy around training
-    run:      {time_budget: 20m}                  # RunConfig: wall budget, overwrite/resume
+    run:      {time_budget: 20m}                  # RunConfig: budget, overwrite/resume, launcher
 
 Precedence is defaults < YAML < command-line flags (``--key value``). A flag names a field by its
 dotted path (``--data.size 200``) or by its bare name when that is unambiguous
@@ -30,6 +31,7 @@ from posttrain.data import DataConfig
 from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
 from posttrain.rewards import RewardSpec
+from posttrain.rollout.config import RolloutConfig
 
 # Presets of TRL loss settings per method name. A preset only fills keys the recipe leaves unset.
 # GRPO: DeepSeekMath (arXiv 2402.03300); Dr.GRPO: arXiv 2503.20783 (no length or std normalisation);
@@ -107,8 +109,15 @@ class RunConfig:
     """Resume from the last checkpoint in the output folder."""
     plot: bool = True
     """Write ``training_curves.png`` (reward and accuracy) at the end of training."""
+    accelerate_config: str | None = None
+    """An accelerate YAML (e.g. accelerate_configs/zero2.yaml): ``posttrain train`` then re-launches
+    itself through ``accelerate launch`` with it."""
+    num_processes: int | None = None
+    """Processes for that launch (default: the YAML's ``num_processes``)."""
 
     def __post_init__(self) -> None:
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ConfigError(f"run.num_processes must be >= 1, got {self.num_processes}.")
         if self.time_budget is not None:
             parse_duration(self.time_budget)
         if self.overwrite and self.resume:
@@ -120,6 +129,7 @@ SECTIONS: dict[str, type] = {
     "peft": PeftConfigSection,
     "data": DataConfig,
     "method": MethodConfig,
+    "rollout": RolloutConfig,
     "eval": EvalConfig,
     "run": RunConfig,
 }
@@ -134,6 +144,7 @@ class Recipe:
     peft: PeftConfigSection = field(default_factory=PeftConfigSection)
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="accuracy")])
     method: MethodConfig = field(default_factory=MethodConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -144,7 +155,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("model", "peft", "data", "rewards", "method", "trainer", "eval", "run"):
+        for name in ("model", "peft", "data", "rewards", "method", "rollout", "trainer", "eval", "run"):
             value = getattr(self, name)
             if name == "rewards":
                 out[name] = [dataclasses.asdict(r) for r in value]

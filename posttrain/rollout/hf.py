@@ -1,0 +1,133 @@
+"""The transformers engine: ``model.generate`` on the model itself. Runs on any device, needs nothing else.
+
+In training, the trainer keeps TRL's own transformers path (it also gathers ZeRO-3 shards and unwraps
+DDP for generation); this class is the same generation for evaluation, benchmarks, the test that
+checks vLLM against it, and the backend of ``posttrain vllm-serve --engine hf`` (a server without vLLM).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig
+
+from posttrain.rollout.base import Rollouts, SamplingSettings
+from posttrain.rollout.weights import inference_weights
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = ids if ids is not None else tokenizer.eos_token_id
+    return [ids] if isinstance(ids, int) else list(ids or [])
+
+
+def cut_at_eos(ids: list[int], eos: list[int], pad_id: int | None) -> list[int]:
+    """Keep tokens up to and including the first end-of-sequence token (drops right padding)."""
+    for i, tok in enumerate(ids):
+        if tok in eos:
+            return ids[: i + 1]
+    return ids
+
+
+class HFEngine:
+    """``generate`` by transformers; ``batch_size`` prompts (times ``n``) per forward batch."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = _eos_ids(tokenizer, model)
+
+    def _generation_config(self, s: SamplingSettings) -> GenerationConfig:
+        sample = s.temperature > 0
+        return GenerationConfig(
+            do_sample=sample,
+            temperature=s.temperature if sample else None,
+            top_p=s.top_p if sample else None,
+            top_k=(s.top_k or None) if sample else None,
+            min_p=(s.min_p or None) if sample else None,
+            repetition_penalty=s.repetition_penalty,
+            max_new_tokens=s.max_tokens,
+            min_new_tokens=s.min_tokens or None,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingSettings) -> Rollouts:
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        config = self._generation_config(sampling)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        repeated = [p for p in prompt_ids for _ in range(n)]
+        completions: list[list[int]] = []
+        try:
+            for start in range(0, len(repeated), self.batch_size):
+                chunk = repeated[start : start + self.batch_size]
+                ids, mask = _left_pad(chunk, self.pad_id, device)
+                out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                for row in out[:, ids.shape[1] :].tolist():
+                    completions.append(cut_at_eos(row, self.eos_ids, self.pad_id))
+            logprobs = self.score(repeated, completions, sampling.temperature) if sampling.logprobs else None
+        finally:
+            self.model.train(was_training)
+        return Rollouts(completion_ids=completions, logprobs=logprobs)
+
+    @torch.no_grad()
+    def score(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
+        """Log-probabilities of each completion token under the model (logits / temperature)."""
+        device = next(self.model.parameters()).device
+        scale = temperature if temperature > 0 else 1.0
+        out: list[list[float]] = []
+        for start in range(0, len(prompt_ids), self.batch_size):
+            prompts = prompt_ids[start : start + self.batch_size]
+            comps = completion_ids[start : start + self.batch_size]
+            width = max(len(c) for c in comps) or 1
+            seqs = [p + c + [self.pad_id] * (width - len(c)) for p, c in zip(prompts, comps)]
+            ids, mask = _left_pad(seqs, self.pad_id, device)
+            for row, c in enumerate(comps):  # right padding of the completion is not attended
+                mask[row, ids.shape[1] - (width - len(c)) :] = 0
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            logits = logits[:, -width - 1 : -1].float()
+            logps = torch.log_softmax(logits / scale, dim=-1)
+            targets = ids[:, -width:]
+            picked = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            out.extend(picked[row, : len(c)].tolist() for row, c in enumerate(comps))
+        return out
+
+    def sync_weights(self, model) -> None:
+        """Copy ``model``'s weights in (a no-op when the engine generates with that very model)."""
+        if model is self.model:
+            return
+        self.model.load_state_dict(dict(inference_weights(model)), strict=False)
+
+    def load_weights(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        """Weights pushed by name (what a server receives)."""
+        self.model.load_state_dict(dict(named), strict=False)
+
+    def sleep(self) -> None:
+        pass
+
+    def wake_up(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if s:
+            ids[row, width - len(s) :] = torch.tensor(s)
+            mask[row, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
