@@ -3,6 +3,8 @@
     posttrain train RECIPE.yaml [--key value ...]      train (see posttrain.train)
     posttrain eval --model M --data D [--num_samples k --temperature t]
                                                         greedy / mean@k / maj@k accuracy + predictions
+    posttrain vllm-serve --model M [--engine vllm|hf] [--port 8000] [--tensor_parallel_size N]
+                                                        a rollout server for `rollout.mode: server` runs
 
 A mistake in the input (recipe, data, model, reward plugin, output folder) prints one message that
 says what is wrong and how to fix it; set ``POSTTRAIN_DEBUG=1`` to see the traceback.
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda rest: __import__("posttrain.train", fromlist=["main"]).main(rest),
         "eval": _eval_command,
+        "vllm-serve": lambda rest: __import__("posttrain.rollout.server", fromlist=["main"]).main(rest),
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from posttrain.data import DataConfig
+from posttrain.distributed import accelerate_precision, reconcile_precision
 from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
 from posttrain.rewards import RewardSpec
@@ -174,6 +175,8 @@ class Recipe:
         from trl import GRPOConfig
 
         kwargs = {**METHOD_PRESETS[self.method.name], **detect_precision(), **self.trainer}
+        explicit = {k: v for k, v in self.trainer.items() if k in ("bf16", "fp16")}
+        kwargs = reconcile_precision(kwargs, explicit, accelerate_precision())  # launched: the YAML decides
         defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
         for key, value in kwargs.items():
             if key.endswith("_strategy") and value is False:

@@ -30,3 +30,7 @@ class RewardError(PosttrainError):
 
 class OutputDirError(PosttrainError):
     """The output folder already holds a run and neither --overwrite nor --resume was given."""
+
+
+class RolloutError(PosttrainError):
+    """The rollout engine cannot serve the run: a server that is down, unreachable or holds another model."""

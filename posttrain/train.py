@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from posttrain.config import Recipe, load_recipe, parse_duration
+from posttrain.distributed import relaunch, should_relaunch
 from posttrain.errors import DataError, OutputDirError
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     from posttrain.rewards import build_reward_plugins
     from posttrain.trainer import PosttrainTrainer
 
+    if recipe.rollout.engine == "vllm" and recipe.rollout.mode == "colocate":
+        from posttrain.rollout.vllm import require_vllm
+
+        require_vllm()  # before any work: a missing vLLM is a setup error with an install command
     state = PartialState()
     checkpoint = check_output_dir(recipe)  # every process checks before any process writes
     state.wait_for_everyone()
@@ -140,8 +145,16 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
         peft_config=recipe.peft.to_lora_config(),
         callbacks=callbacks,
     )
+    if recipe.rollout.engine != "hf":
+        from posttrain.rollout.factory import build_engine
+
+        trainer.set_rollout_engine(build_engine(recipe.rollout, trainer.model, trainer.accelerator, args.seed))
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if trainer.rollout_engine is not None:
+            trainer.rollout_engine.close()
     train_seconds = time.monotonic() - start
     trainer.save_model(str(out))
 
@@ -188,6 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "Usage: posttrain train RECIPE.yaml [--key value ...] (e.g. recipes/quickstart.yaml)."
         )
     recipe = load_recipe(argv[0], argv[1:])
+    if should_relaunch(recipe.run):  # run.accelerate_config: start this run again under accelerate launch
+        code = relaunch(argv[0], argv[1:], recipe.run)
+        if code:
+            raise SystemExit(code)  # the launch's own status (run_command turns only our errors into one)
+        return {}
     summary = run(recipe)
     print(format_summary(summary))
     return summary

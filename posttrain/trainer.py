@@ -13,11 +13,17 @@ One training step, and where each hook sits::
 - **Scored hooks** ``fn(batch)`` see every scored batch (e.g. SPARK's recycler) and may fill
   :attr:`queue` with new prompts, which replace whole groups of later batches.
 - Stateful reward plugins and the queue are saved in every checkpoint and restored on resume.
-- Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``.
+- Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``
+  (+ ``time/sync`` with a rollout engine).
+- A **rollout engine** (:mod:`posttrain.rollout`; vLLM colocated or behind a server) replaces TRL's
+  transformers generation when given: weights are synced to it once per optimizer step, and its
+  sampling log-probs drive the importance-sampling correction, computed from the update's own
+  forward pass instead of an extra one (:mod:`posttrain.rollout.importance`).
 
 Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
-``_generate_and_score_completions``, ``_generate``, ``_prepare_inputs``, ``training_step``,
-``_save_checkpoint``, ``_load_optimizer_and_scheduler``.
+``_generate_and_score_completions``, ``_generate``, ``_generate_single_turn``, ``_compute_loss``,
+``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``_save_checkpoint``,
+``_load_optimizer_and_scheduler``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from trl import GRPOTrainer
 
 from posttrain.queue import GroupQueue, inject_groups
 from posttrain.rewards import RewardPlugin
+from posttrain.rollout.base import RolloutEngine, SamplingSettings
+from posttrain.rollout.importance import importance_weights, token_advantages
 from posttrain.timing import PhaseTimer
 
 logger = logging.getLogger(__name__)
@@ -97,6 +105,7 @@ class PosttrainTrainer(GRPOTrainer):
         loss_mask_hooks: list[LossMaskHook] | None = None,
         scored_hooks: list[ScoredHook] | None = None,
         queue: GroupQueue | None = None,
+        rollout_engine: RolloutEngine | None = None,
         **kwargs,
     ):
         if not reward_plugins:
@@ -109,11 +118,26 @@ class PosttrainTrainer(GRPOTrainer):
         self.timer = PhaseTimer()
         self._scored: ScoredBatch | None = None
         self._prepare_seconds = 0.0
+        self.rollout_engine: RolloutEngine | None = None
+        self._engine_step = 0  # the optimizer step whose weights the engine holds
+        self._pending_is: dict[str, Any] | None = None
         # Weights live on the reward entries; TRL reads them from the config, so give it a copy.
         args = copy.copy(args)
         args.reward_weights = [p.weight for p in self.reward_plugins]
         funcs = [_placeholder(p.name) if p.is_group else p for p in self.reward_plugins]
         super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
+        if self.use_vllm and rollout_engine is not None:
+            raise ValueError(
+                "Both TRL's own vLLM (trainer.use_vllm: true) and a posttrain rollout engine were given; "
+                "use `rollout.engine: vllm` and leave trainer.use_vllm unset."
+            )
+        if rollout_engine is not None:
+            self.set_rollout_engine(rollout_engine)
+
+    def set_rollout_engine(self, engine: RolloutEngine | None) -> None:
+        """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
+        self.rollout_engine = engine
+        self._engine_step = self.state.global_step
 
     # ----------------------------------------------------------------------------- hook registration
     def add_advantage_transform(self, fn: AdvantageTransform) -> None:
@@ -133,6 +157,35 @@ class PosttrainTrainer(GRPOTrainer):
     def _generate(self, prompts: list):
         with self.timer("gen"):
             return super()._generate(prompts)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
+        engine = self.rollout_engine
+        if engine is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, **kwargs)
+        if images is not None and any(img is not None for img in images):
+            raise ValueError("The posttrain rollout engines generate text only; images need rollout.engine: hf.")
+        if self.state.global_step != self._engine_step:
+            with self.timer("sync"):
+                engine.sync_weights(self.model_wrapped)  # every process: ZeRO-3 gathers are collective
+            self._engine_step = self.state.global_step
+        # TRL repeats each prompt once per generation already, so one sample per row.
+        rollouts = engine.generate(prompt_ids, 1, self._sampling_settings())
+        engine.sleep()
+        return rollouts.completion_ids, rollouts.logprobs
+
+    def _sampling_settings(self) -> SamplingSettings:
+        settings = SamplingSettings.from_args(self.args)
+        extra = self.args.generation_kwargs or {}
+        settings.min_tokens = int(extra.get("min_tokens", extra.get("min_new_tokens", 0)) or 0)
+        return settings
+
+    @property
+    def _engine_is_correction(self) -> bool:
+        return (
+            self.rollout_engine is not None
+            and self.args.vllm_importance_sampling_correction
+            and self.loss_type != "vespo"  # VESPO consumes the ratio itself (TRL); not reproduced here
+        )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.timer("reward"):
@@ -196,6 +249,11 @@ class PosttrainTrainer(GRPOTrainer):
                 output["advantages"] = advantages[batch.process_slice]
                 if self.loss_mask_hooks:
                     self._apply_loss_masks(output, batch)
+        if self._engine_is_correction and "sampling_per_token_logps" in output:
+            old = output.get("old_per_token_logps")
+            if old is not None:  # generation batch reused over several steps: TRL computed pi_old already
+                self._apply_importance_weights(output, old)
+            # else: applied in _compute_loss from the update's own forward pass (no extra pass)
         if batch is not None and batch.mode == "train":
             for hook in self.scored_hooks:
                 with self.timer("recycle"):
@@ -226,6 +284,51 @@ class PosttrainTrainer(GRPOTrainer):
         output["tool_mask"] = mask
         # dapo/bnpo/cispo normalise by the number of trained tokens across processes: recount it.
         output["num_items_in_batch"] = gather((output["completion_mask"] * mask).sum()).sum()
+
+    # ----------------------------------------------------------------------------- importance sampling
+    def _apply_importance_weights(self, inputs: dict[str, Any], trainer_logps: torch.Tensor) -> None:
+        """Advantages -> per-token ``A * w``, ``w`` = pi_train / pi_engine, truncated or masked."""
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        sampler = inputs["sampling_per_token_logps"]
+        args = self.args
+        weights = importance_weights(
+            trainer_logps,
+            sampler,
+            mask,
+            args.vllm_importance_sampling_mode,
+            args.vllm_importance_sampling_clip_min,
+            args.vllm_importance_sampling_clip_max,
+        )
+        inputs["advantages"] = token_advantages(inputs["advantages"], weights)
+        mode = "train" if self.model.training else "eval"
+        tokens = mask.sum().clamp(min=1)
+        gap = (torch.nan_to_num((trainer_logps - sampler).abs(), nan=0.0) * mask).sum() / tokens
+        self._metrics[mode]["rollout/logp_gap"].append(self.accelerator.gather(gap).mean().item())
+        self._metrics[mode]["rollout/is_weight_mean"].append(
+            self.accelerator.gather(weights.float().mean()).mean().item()
+        )
+
+    def _compute_loss(self, model, inputs):
+        if self._engine_is_correction and "sampling_per_token_logps" in inputs:
+            if "old_per_token_logps" not in inputs:
+                # The loss's first forward pass gives pi_train; see _get_per_token_logps_and_entropies.
+                inputs = dict(inputs)  # the buffered batch stays as generated
+                self._pending_is = inputs
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._pending_is = None
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        pending, self._pending_is = self._pending_is, None
+        if pending is not None:
+            # TRL's _compute_loss reads inputs["advantages"] after this forward (pinned by a test):
+            # the weights from these log-probs are in place before the loss uses them.
+            self._apply_importance_weights(pending, out[0].detach())
+        return out
 
     # ----------------------------------------------------------------------------- timing
     def _prepare_inputs(self, generation_batch):

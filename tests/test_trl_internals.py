@@ -48,14 +48,34 @@ def test_trl_version():
         ("_load_optimizer_and_scheduler", ["self", "checkpoint"]),
         # Passed to group-level rewards as `log_metric`.
         ("_log_metric", ["self", "name", "value"]),
-        # Reads `tool_mask` (our loss masks) and `num_items_in_batch`.
+        # Reads `tool_mask` (our loss masks) and `num_items_in_batch`; we add the engine's IS weights.
         ("_compute_loss", ["self", "model", "inputs"]),
+        # Replaced by the rollout engine when one is set.
+        (
+            "_generate_single_turn",
+            ["self", "prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images"],
+        ),
+        # Its first call inside _compute_loss gives the log-probs the IS weights are computed from.
+        ("_get_per_token_logps_and_entropies", None),
     ],
 )
 def test_overridden_method_signatures(name, params):
     method = getattr(GRPOTrainer, name, None)
     assert method is not None, f"GRPOTrainer.{name} is gone"
-    assert list(inspect.signature(method).parameters) == params, name
+    if params is not None:
+        assert list(inspect.signature(method).parameters) == params, name
+
+
+def test_loss_reads_advantages_after_its_forward_pass():
+    """posttrain's importance weights (engine rollouts) are set on ``inputs["advantages"]`` by the
+    first ``_get_per_token_logps_and_entropies`` call of ``_compute_loss``; TRL must read the
+    advantages after that call, and accept (B, T) advantages."""
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    forward = source.index("self._get_per_token_logps_and_entropies(")
+    read = source.index('advantages = inputs["advantages"]')
+    assert forward < read, "GRPOTrainer._compute_loss now reads the advantages before its forward pass"
+    assert "advantages.dim() == 1" in source, "GRPOTrainer._compute_loss no longer takes (B, T) advantages"
+    assert source.count("self._get_per_token_logps_and_entropies(") == 1
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ class RolloutConfig:
     """vLLM: GPUs per engine (server mode; colocate supports 1)."""
     enable_sleep_mode: bool = False
     """vLLM colocate on GPU: free the KV cache and weights while the trainer updates (level 2 sleep)."""
-    cpu_kvcache_gib: float = 2.0
+    cpu_kvcache_gib: int = 2
     """vLLM on CPU: KV-cache size (``VLLM_CPU_KVCACHE_SPACE``) unless that variable is already set."""
     weight_sync: str = "auto"
     """``reload`` (``collective_rpc("reload_weights")``, works on vLLM's CPU backend), ``load``

@@ -50,9 +50,24 @@ def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
                     if peft_prefix in name or "original_module" in name:
                         continue  # adapter weights are merged; the frozen original of a saved module is stale
                     yield checkpoint_name(name), param.data
+                yield from _tied_head(model.get_base_model())
             finally:
                 model.unmerge_adapter()
         return
     for name, param in model.named_parameters():
         with _gathered([param]):
             yield checkpoint_name(name), param.data
+    yield from _tied_head(model)
+
+
+def _tied_head(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """A tied output layer is not a separate parameter here, but an engine may hold its own copy of it
+    (vLLM's in-place reload restores a layer it received no weights for from its old copy): send it."""
+    config = getattr(model, "config", None)
+    if not getattr(config, "tie_word_embeddings", False) or not hasattr(model, "get_output_embeddings"):
+        return
+    head = model.get_output_embeddings()
+    if head is None:
+        return
+    with _gathered([head.weight]):
+        yield "lm_head.weight", head.weight.data

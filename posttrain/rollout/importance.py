@@ -1,0 +1,62 @@
+"""Importance-sampling correction for completions sampled by an engine other than the trainer.
+
+vLLM samples with its own kernels and precision, so the probability it gave a token differs a little
+from the trainer's. The correction (truncated / masked importance sampling, as in TRL's
+``vllm_importance_sampling_*`` settings, which these functions follow) re-weights each token's or
+sequence's loss by ``pi_train / pi_sampler``:
+
+- ``token_truncate``: per-token ratio, clipped into ``[clip_min, clip_max]``;
+- ``token_mask``: per-token ratio, 0 outside ``[clip_min, clip_max]``;
+- ``sequence_truncate`` / ``sequence_mask``: the same on the product over the sequence's tokens.
+
+Why this module exists: TRL computes ``pi_train`` with an extra forward pass over every completion
+before the update. When each generation batch is used for exactly one optimizer step (GRPO's
+default), the update's own forward pass computes the same log-probabilities, so posttrain takes them
+from there (detached) and skips the extra pass; ``bench/rollout.py`` measures the saving.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def importance_weights(
+    trainer_logps: torch.Tensor,
+    sampler_logps: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "sequence_mask",
+    clip_min: float | None = None,
+    clip_max: float | None = 3.0,
+) -> torch.Tensor:
+    """(B, T) per-token log-probs of both -> weights, (B, T) for token modes or (B, 1) for sequence modes.
+
+    ``mask`` (B, T) is 1 on completion tokens that count; padding contributes a ratio of 1. A sampler
+    log-prob of NaN (unavailable) also counts as no correction.
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown importance-sampling mode {mode!r}; choose one of {', '.join(MODES)}.")
+    diff = torch.nan_to_num((trainer_logps - sampler_logps) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(diff)
+    lo = -math.inf if clip_min is None else clip_min
+    hi = math.inf if clip_max is None else clip_max
+    if mode.endswith("truncate"):
+        return ratio.clamp(min=lo, max=hi)
+    return ratio.masked_fill((ratio < lo) | (ratio > hi), 0.0)
+
+
+def token_advantages(advantages: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-token advantages ``A * w`` (B, T).
+
+    Multiplying the advantage by ``w >= 0`` is the same as multiplying the clipped policy-gradient loss
+    by ``w``: ``-min(r A, clip(r) A) * w = -min(r (wA), clip(r) (wA))``; the sign of A is unchanged,
+    so sign-dependent parts of the loss (clip side, off-policy masks) see the same thing.
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    return advantages * weights

@@ -1,0 +1,268 @@
+"""``posttrain vllm-serve``: a rollout engine behind HTTP, on its own GPUs, for ``rollout.mode: server``.
+
+    CUDA_VISIBLE_DEVICES=1 posttrain vllm-serve --model Qwen/Qwen2.5-0.5B-Instruct --port 8000
+    posttrain vllm-serve --model embedded --engine hf       # no vLLM: transformers generate (tests, CPU)
+
+The trainer reaches it through :class:`posttrain.rollout.client.ServerEngine`. One engine serves one
+request at a time (a lock); the trainer sends a whole step's prompts in one request, so the batching
+happens inside the engine. Endpoints, all JSON unless said otherwise:
+
+    GET  /health        {"status": "ok"}
+    GET  /info          {"model", "signature": {model_type, vocab_size, ...}, "engine", "version", "sleep_mode"}
+    POST /generate      {"prompt_ids": [[int]], "n": int, "sampling": {SamplingSettings fields}}
+                        -> {"completion_ids": [[int]], "logprobs": [[float]] | null, "engine_s": float}
+    POST /weights?push=ID&final=0|1   body: safetensors bytes (name -> tensor)  -> {"received" | "loaded": int}
+    POST /sleep, /wake_up               -> {"status": "ok"}
+
+A weight push may take several POSTs (one per ~200 MB chunk) under one ``push`` id; the tensors are kept
+until the one marked ``final=1`` arrives, then handed to the engine's ``load_weights`` together, so the
+engine never generates with half old, half new weights. A chunk sent again (a retry) simply replaces
+the same names; a new ``push`` id drops what an abandoned push left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from safetensors.torch import load as load_safetensors
+from starlette.concurrency import run_in_threadpool
+
+from posttrain.errors import ConfigError
+from posttrain.rollout.base import SamplingSettings
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_FIELDS = {f.name for f in dataclasses.fields(SamplingSettings)}
+
+
+def _json(payload: Any, status: int = 200):
+    # json.dumps directly: FastAPI's encoder walks every element of a (B*n, T) list in Python (slow), and
+    # Starlette's refuses NaN/-inf, which a log-probability can legitimately be.
+    return Response(json.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _parse_generate(body: bytes) -> tuple[list[list[int]], int, SamplingSettings]:
+    """The /generate request, or ValueError saying what is wrong with it."""
+    try:
+        request = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"body is not JSON: {exc}") from exc
+    prompts, n, sampling = request.get("prompt_ids"), request.get("n", 1), request.get("sampling", {})
+    if not isinstance(prompts, list) or not all(
+        isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompts
+    ):
+        raise ValueError("prompt_ids must be a list of lists of token ids")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    unknown = set(sampling) - SAMPLING_FIELDS
+    if unknown:
+        raise ValueError(f"unknown sampling fields {sorted(unknown)}; valid: {sorted(SAMPLING_FIELDS)}")
+    return prompts, n, SamplingSettings(**sampling)
+
+
+class _EngineFailed(RuntimeError):
+    """The engine raised while serving a request (answered as HTTP 500 with the message)."""
+
+
+def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
+    """A FastAPI app serving ``engine`` (a :class:`RolloutEngine` with ``load_weights``); ``info`` is /info."""
+    app = FastAPI(title="posttrain rollout server")
+    lock = threading.Lock()  # one request at a time reaches the engine (none of them is thread-safe)
+    pending: dict[str, Any] = {"push": None, "tensors": {}}  # the weight push being received
+
+    def locked(fn, *args):
+        with lock:
+            return fn(*args)
+
+    async def call_engine(fn, *args):
+        # The engine blocks for seconds; in a worker thread /health keeps answering meanwhile.
+        try:
+            return await run_in_threadpool(locked, fn, *args)
+        except Exception as exc:
+            logger.exception("The engine failed in %s", getattr(fn, "__name__", fn))
+            raise _EngineFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    @app.exception_handler(_EngineFailed)
+    async def engine_failed(request, exc):
+        return _json({"detail": f"engine error: {exc}"}, status=500)
+
+    @app.get("/health")
+    async def health():
+        return _json({"status": "ok"})
+
+    @app.get("/info")
+    async def get_info():
+        return _json(info)
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        try:
+            prompts, n, sampling = _parse_generate(await request.body())
+        except ValueError as exc:
+            return _json({"detail": str(exc)}, status=400)
+        start = time.perf_counter()
+        out = await call_engine(engine.generate, prompts, n, sampling)
+        elapsed = time.perf_counter() - start
+        logger.info("generate: %d prompts x %d in %.2f s", len(prompts), n, elapsed)
+        return _json({"completion_ids": out.completion_ids, "logprobs": out.logprobs, "engine_s": elapsed})
+
+    def receive(push: str, final: int, tensors: dict[str, Any]) -> dict[str, int]:
+        # Runs under the lock: no generate sees a half-loaded push, and the chunks of two pushes do not mix.
+        if pending["push"] != push:
+            pending["push"], pending["tensors"] = push, {}
+        pending["tensors"].update(tensors)
+        if not final:
+            return {"received": len(pending["tensors"])}
+        named = list(pending["tensors"].items())
+        pending["push"], pending["tensors"] = None, {}
+        start = time.perf_counter()
+        engine.load_weights(named)
+        logger.info("weights: loaded %d tensors in %.2f s", len(named), time.perf_counter() - start)
+        return {"loaded": len(named)}
+
+    @app.post("/weights")
+    async def weights(request: Request, push: str = "", final: int = 1):
+        body = await request.body()
+        try:
+            tensors = await run_in_threadpool(load_safetensors, body)
+        except Exception as exc:  # safetensors raises its own error types
+            return _json({"detail": f"body is not a safetensors file: {exc}"}, status=400)
+        return _json(await call_engine(receive, push, final, tensors))
+
+    @app.post("/sleep")
+    async def sleep():
+        await call_engine(engine.sleep)
+        return _json({"status": "ok"})
+
+    @app.post("/wake_up")
+    async def wake_up():
+        await call_engine(engine.wake_up)
+        return _json({"status": "ok"})
+
+    return app
+
+
+def server_info(
+    name_or_path: str, engine: Any, signature: dict[str, Any], sleep_mode: bool
+) -> dict[str, Any]:
+    """The /info answer: what the client checks against the trainer's model before the first step."""
+    from posttrain import __version__
+
+    return {
+        "model": name_or_path,
+        "signature": signature,
+        "engine": getattr(engine, "name", type(engine).__name__),
+        "version": __version__,
+        "sleep_mode": sleep_mode,
+    }
+
+
+def serve(engine: Any, info: dict[str, Any], host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``engine`` until interrupted (Ctrl-C / SIGTERM), then close it."""
+    import uvicorn
+
+    app = build_app(engine, info)
+    url = f"http://{host}:{port}"
+    logger.info(
+        "Rollout server (%s engine, %s) listening on %s; point the trainer at it with "
+        "`rollout: {engine: vllm, mode: server, server_url: %s}`",
+        info.get("engine"),
+        info.get("model"),
+        url,
+        url,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        engine.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    from posttrain.rollout.config import RolloutConfig
+
+    defaults = RolloutConfig()
+    p = argparse.ArgumentParser(
+        prog="posttrain vllm-serve",
+        description="Serve rollouts for a `rollout.mode: server` training run (see posttrain.rollout.server).",
+    )
+    p.add_argument("--model", default="embedded", help="hub id, local folder, .gguf file or 'embedded'")
+    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="hf: transformers, no vLLM")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (no auth!)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs for the engine")
+    p.add_argument("--dtype", default="auto", help="vLLM weights dtype (auto, bfloat16, float16, float32)")
+    p.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs / compile")
+    p.add_argument("--max_model_len", type=int, default=None, help="vLLM context length (prompt+completion)")
+    p.add_argument("--seed", type=int, default=0)
+    # The server owns its GPUs, unlike a colocated engine that shares them with the trainer.
+    p.add_argument("--gpu_memory_utilization", type=float, default=0.9)
+    p.add_argument("--weight_sync", choices=["auto", "reload", "load"], default=defaults.weight_sync)
+    p.add_argument("--cpu_kvcache_gib", type=int, default=int(defaults.cpu_kvcache_gib))
+    p.add_argument(
+        "--enable_sleep_mode", action="store_true", help="vLLM on GPU: sleep while the trainer updates"
+    )
+    return p
+
+
+def _build_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The engine for ``args`` and the model signature /info reports."""
+    from posttrain.models import ModelConfig, load_model, resolve_model_path
+    from posttrain.rollout.vllm import model_signature
+
+    if args.engine == "hf":
+        from posttrain.rollout.hf import HFEngine
+
+        model, tokenizer = load_model(ModelConfig(name_or_path=args.model), device=_hf_device())
+        return HFEngine(model, tokenizer), model_signature(model.config)
+    from posttrain.rollout.vllm import VLLMEngine
+
+    # vLLM reads a folder of safetensors: the embedded model and .gguf files resolve to their conversion.
+    path = resolve_model_path(args.model)
+    engine = VLLMEngine(
+        path,
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enable_sleep_mode=args.enable_sleep_mode,
+        tensor_parallel_size=args.tensor_parallel_size,
+        weight_sync=args.weight_sync,
+        cpu_kvcache_gib=args.cpu_kvcache_gib,
+        external_launcher=False,  # a process of its own, not one of the trainer's ranks
+    )
+    return engine, engine.model_signature()
+
+
+def _hf_device() -> str | None:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def main(argv: list[str]) -> None:
+    """``posttrain vllm-serve ...`` (called by posttrain.cli, which turns errors into messages)."""
+    args = _parser().parse_args(argv)
+    if args.engine == "vllm":
+        from posttrain.rollout.vllm import require_vllm
+
+        require_vllm()  # before the model is resolved or loaded: fail in a second, not a minute
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}.")
+    engine, signature = _build_engine(args)
+    info = server_info(
+        args.model, engine, signature, sleep_mode=args.engine == "vllm" and args.enable_sleep_mode
+    )
+    serve(engine, info, args.host, args.port)
