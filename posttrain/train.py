@@ -148,7 +148,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 
-        trainer.set_rollout_engine(build_engine(recipe.rollout, trainer.model, trainer.accelerator, args.seed))
+        trainer.set_rollout_engine(
+            build_engine(recipe.rollout, trainer.model, trainer.accelerator, args.seed)
+        )
     start = time.monotonic()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)

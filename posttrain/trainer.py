@@ -161,9 +161,13 @@ class PosttrainTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
         engine = self.rollout_engine
         if engine is None:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, **kwargs)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, **kwargs
+            )
         if images is not None and any(img is not None for img in images):
-            raise ValueError("The posttrain rollout engines generate text only; images need rollout.engine: hf.")
+            raise ValueError(
+                "The posttrain rollout engines generate text only; images need rollout.engine: hf."
+            )
         if self.state.global_step != self._engine_step:
             with self.timer("sync"):
                 engine.sync_weights(self.model_wrapped)  # every process: ZeRO-3 gathers are collective

@@ -73,7 +73,9 @@ def test_weighting_the_advantage_equals_weighting_the_clipped_loss():
     gen = torch.Generator().manual_seed(0)
     ratio = torch.exp(0.3 * torch.randn(4, 6, generator=gen))
     adv = torch.randn(4, generator=gen)
-    w = importance_weights(0.2 * torch.randn(4, 6, generator=gen), torch.zeros(4, 6), torch.ones(4, 6), "token_mask")
+    w = importance_weights(
+        0.2 * torch.randn(4, 6, generator=gen), torch.zeros(4, 6), torch.ones(4, 6), "token_mask"
+    )
 
     def loss(a):
         return -torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a)
@@ -141,7 +143,14 @@ class StaleEngine(HFEngine):
 
 @pytest.mark.parametrize("engine_cls", [HFEngine, StaleEngine])
 def test_engine_in_the_trainer_syncs_weights_each_step(tiny_model, math_jsonl, tmp_path, engine_cls):
-    trainer = make_trainer(tiny_model, math_jsonl, [RewardPlugin(SeededRandom(), "random")], tmp_path, max_steps=3, learning_rate=5e-2)
+    trainer = make_trainer(
+        tiny_model,
+        math_jsonl,
+        [RewardPlugin(SeededRandom(), "random")],
+        tmp_path,
+        max_steps=3,
+        learning_rate=5e-2,
+    )
     copy_model, tok = load_model(ModelConfig(name_or_path=tiny_model))
     trainer.set_rollout_engine(engine_cls(copy_model, tok))
     trainer.train()

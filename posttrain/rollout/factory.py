@@ -17,7 +17,9 @@ def base_model_path(model: Any) -> str:
     return model.config._name_or_path
 
 
-def build_engine(cfg: RolloutConfig, model: Any, accelerator: Any = None, seed: int = 0) -> RolloutEngine | None:
+def build_engine(
+    cfg: RolloutConfig, model: Any, accelerator: Any = None, seed: int = 0
+) -> RolloutEngine | None:
     """None for ``hf``: in training, TRL's own transformers generation is the HF engine."""
     if cfg.engine == "hf":
         return None
