@@ -68,7 +68,8 @@ def throughput(engine, prompts, n: int, tokens: int) -> dict[str, float]:
     from posttrain.rollout import SamplingSettings
 
     settings = SamplingSettings(max_tokens=tokens, min_tokens=tokens, temperature=1.0, seed=0, logprobs=False)
-    engine.generate(prompts[:2], 1, SamplingSettings(max_tokens=8, logprobs=False))  # warm-up
+    # Warm-up at the measured batch shape (first calls pay for kernel selection and allocation).
+    engine.generate(prompts, n, SamplingSettings(max_tokens=8, min_tokens=8, logprobs=False))
     start = time.perf_counter()
     out = engine.generate(prompts, n, settings)
     seconds = time.perf_counter() - start

@@ -10,8 +10,13 @@ Precision: when a run is launched by accelerate, the accelerate YAML's ``mixed_p
 ``trainer.bf16`` / ``trainer.fp16`` (DeepSpeed refuses a run where the two disagree). A recipe that
 sets them explicitly to something else is an error that names both fixes (:func:`reconcile_precision`).
 
-Failures: when one process raises, ``accelerate launch`` (torchrun's elastic agent underneath) stops the
-others and exits non-zero, so a crashed rank does not leave the rest waiting in a collective.
+Failures: when one process exits with an error, ``accelerate launch`` (torchrun's elastic agent under
+it, for DDP and DeepSpeed alike) stops the others at once and exits non-zero; measured on CPU, the
+whole launch ends within a second of the failing rank's exit. A process that hangs without exiting
+holds the others in their next collective until the process group's timeout: measured on CPU, 10 min
+under DeepSpeed (its default; the DEEPSPEED_TIMEOUT variable, in minutes) and 30 min under DDP (gloo's).
+Not shortened here: legitimate waits are long too (the other ranks wait in a collective while the
+main process runs ``eval.before``).
 """
 
 from __future__ import annotations
@@ -145,7 +150,7 @@ def relaunch(recipe_path: str, argv: list[str], run_cfg: Any) -> int:
     """
     config = resolve_accelerate_config(run_cfg.accelerate_config)
     cmd = launch_command(recipe_path, argv, str(config), run_cfg.num_processes)
-    logger.info("Launching: %s", " ".join(cmd[1:]))
+    logger.info("Launching: accelerate launch %s", " ".join(cmd[3:]))
     # Marks the children as launched even under a launcher that sets none of the usual variables, so a
     # child never launches again.
     env = {**os.environ, "POSTTRAIN_LAUNCHED": "1"}
@@ -158,15 +163,18 @@ def relaunch(recipe_path: str, argv: list[str], run_cfg: Any) -> int:
     return 128 - code if code < 0 else code
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
+def _stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S, typed: bool | None = None) -> int:
     """Stop the launcher after a Ctrl-C here; its exit code.
 
-    A Ctrl-C typed in the terminal reaches the launcher and its workers too (one process group), and
-    torchrun's agent then stops its workers within 30 s: wait for that first rather than signal it again
-    mid-shutdown. Then pass SIGINT on (it may have reached this process alone), then SIGTERM, then
-    SIGKILL. Another Ctrl-C skips to the next step.
+    A Ctrl-C ``typed`` in the terminal (default: whether this process is in the terminal's foreground
+    process group) has reached the launcher and its workers too, and torchrun's agent then stops its
+    workers within 30 s: wait for that first rather than signal it again mid-shutdown. Otherwise (a
+    SIGINT sent to this process alone) pass it on at once. Then SIGTERM, then SIGKILL; another Ctrl-C
+    skips to the next step.
     """
-    for sig in (None, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+    typed = _in_foreground() if typed is None else typed
+    steps = (None, signal.SIGINT) if typed else (signal.SIGINT,)
+    for sig in (*steps, signal.SIGTERM, signal.SIGKILL):
         if sig is not None and proc.poll() is None:
             proc.send_signal(sig)
         try:
@@ -174,3 +182,11 @@ def _stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             continue
     return proc.wait()
+
+
+def _in_foreground() -> bool:
+    """True if this process runs in the foreground of a terminal, where Ctrl-C signals the whole group."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # no terminal, stdin closed or replaced
+        return False

@@ -21,7 +21,7 @@ from typing import Any
 
 from posttrain.config import Recipe, load_recipe, parse_duration
 from posttrain.distributed import relaunch, should_relaunch
-from posttrain.errors import DataError, OutputDirError
+from posttrain.errors import ConfigError, DataError, OutputDirError
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,20 @@ def evaluate_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str
     return result.metrics
 
 
+def _check_zero3_eval(recipe: Recipe) -> None:
+    """Held-out evaluation runs on the main process alone, which cannot use ZeRO-3's sharded weights."""
+    import os
+
+    zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if zero3 and (recipe.eval.before or recipe.eval.after):
+        raise ConfigError(
+            "eval.before/eval.after are not supported under DeepSpeed ZeRO-3 (the weights are sharded "
+            "across processes; evaluation runs on one). Pass --eval.before false --eval.after false and "
+            "evaluate the saved model afterwards: `posttrain eval --model <output_dir> --data ...`, or "
+            "train with accelerate_configs/zero2.yaml."
+        )
+
+
 def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     """Run one recipe end to end; returns the summary written to ``summary.json``.
 
@@ -99,7 +113,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
 
     from posttrain.callbacks import MetricsJsonl, TimeBudget
     from posttrain.data import load_datasets
-    from posttrain.models import describe_hardware, load_model
+    from posttrain.models import describe_hardware, load_model, resolve_model_path
     from posttrain.plotting import plot_curves
     from posttrain.rewards import build_reward_plugins
     from posttrain.trainer import PosttrainTrainer
@@ -109,6 +123,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
 
         require_vllm()  # before any work: a missing vLLM is a setup error with an install command
     state = PartialState()
+    _check_zero3_eval(recipe)
     checkpoint = check_output_dir(recipe)  # every process checks before any process writes
     state.wait_for_everyone()
     if state.is_main_process:
@@ -125,7 +140,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
             "Set data.eval_size (e.g. 200) or data.eval_path."
         )
     with state.main_process_first():  # the first process converts a GGUF; the others reuse the folder
-        model, tokenizer = load_model(recipe.model)
+        resolve_model_path(recipe.model.name_or_path, recipe.model.gguf_file, revision=recipe.model.revision)
+    # Every process loads at once: under ZeRO-3 building the model is itself a collective.
+    model, tokenizer = load_model(recipe.model)
 
     evals: dict[str, dict] = {}
     if recipe.eval.before and checkpoint is None and state.is_main_process:

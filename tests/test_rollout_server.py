@@ -12,9 +12,11 @@ threads with a fake accelerator (the real collectives would need a process group
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.hf import HFEngine
 from posttrain.rollout.server import build_app, server_info
 from posttrain.rollout.vllm import model_signature
+from posttrain.testing import make_tiny_model
 
 GREEDY = SamplingSettings(max_tokens=8, temperature=0.0)
 TEXTS = ["What is 1+2?", "Hello", "The answer is"]
@@ -147,6 +150,55 @@ def test_bad_request_is_not_retried(served):
         remote._request(
             "POST", "/generate", "generate", 5, json={"prompt_ids": [[1]], "sampling": {"temp": 1}}
         )
+
+
+class BrokenEngine:
+    """Refuses every prompt (as vLLM does one past max_model_len) and crashes on every weight push."""
+
+    name = "broken"
+
+    def generate(self, prompt_ids, n, sampling):
+        raise ValueError("prompt longer than max_model_len")
+
+    def load_weights(self, named):
+        raise RuntimeError("out of memory")
+
+
+def test_engine_errors_refused_at_once_or_retried(served):
+    _, model, tokenizer = served
+    server = ThreadServer(BrokenEngine(), {"model": "broken", "signature": {}})
+    try:
+        remote = _client(server, None, retries=2)
+        with pytest.raises(RolloutError, match="rejected generate: engine error: ValueError: prompt longer"):
+            remote.generate(_prompts(tokenizer), 1, GREEDY)
+        with pytest.raises(RolloutError, match="after 3 attempts .*RuntimeError: out of memory"):
+            remote.sync_weights(model)
+    finally:
+        server.stop()
+
+
+class SleepyEngine(BrokenEngine):
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self):
+        self.calls.append("sleep")
+
+    def wake_up(self):
+        self.calls.append("wake_up")
+
+
+@pytest.mark.parametrize("sleep_mode", [True, False])
+def test_sleep_is_forwarded_only_to_a_sleep_mode_server(sleep_mode):
+    engine = SleepyEngine()
+    server = ThreadServer(engine, {"model": "sleepy", "signature": {}, "sleep_mode": sleep_mode})
+    try:
+        remote = _client(server, None)
+        remote.sleep()
+        remote.wake_up()
+        assert engine.calls == (["sleep", "wake_up"] if sleep_mode else [])
+    finally:
+        server.stop()
 
 
 def _free_port() -> int:
@@ -262,88 +314,88 @@ def _serve_command(*args: str) -> list[str]:
     ]
 
 
-def _start_cli_server(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+@contextlib.contextmanager
+def _cli_server(args: list[str], log: Path, env: dict[str, str] | None = None):
+    """``posttrain vllm-serve ARGS`` in a process group of its own, output in ``log``; yields (process, URL)."""
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.Popen(
-        _serve_command(*args, "--port", str(port)),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
-
-
-def test_vllm_serve_command_with_hf_engine(tiny_model):
-    proc, url = _start_cli_server(["--engine", "hf", "--model", tiny_model])
-    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
-    try:
-        remote = ServerEngine(_config(url, server_timeout=60), model_for_signature=model)
-        got = remote.generate(_prompts(tokenizer), 1, GREEDY)
-        assert (
-            got.completion_ids
-            == HFEngine(model, tokenizer).generate(_prompts(tokenizer), 1, GREEDY).completion_ids
+    with open(log, "w") as out:  # a file, not a pipe: a pipe nobody reads stalls a chatty server
+        proc = subprocess.Popen(
+            _serve_command(*args, "--port", str(port)),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
     finally:
-        out = _stop(proc)
-    assert url in out  # the URL is logged
+        _kill_group(proc, signal.SIGTERM)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    """Stop the server and anything it started (vLLM's engine process would outlive it otherwise)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_vllm_serve_command_with_hf_engine(tiny_model, tmp_path):
+    """The real command end to end, then the server killed mid-run: the next request stops the run."""
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    log = tmp_path / "server.log"
+    with _cli_server(["--engine", "hf", "--model", tiny_model], log) as (proc, url):
+        remote = ServerEngine(_config(url, server_timeout=60), model_for_signature=model)
+        remote.backoff_s = 0.05
+        got = remote.generate(_prompts(tokenizer), 1, GREEDY)
+        want = HFEngine(model, tokenizer).generate(_prompts(tokenizer), 1, GREEDY)
+        assert got.completion_ids == want.completion_ids
+        _kill_group(proc, signal.SIGKILL)
+        with pytest.raises(RolloutError, match="did not answer generate"):
+            remote.generate(_prompts(tokenizer), 1, GREEDY)
+    assert url in log.read_text()  # the URL is logged
 
 
 @pytest.mark.vllm
-def test_vllm_server_round_trip(tiny_model):
-    """vLLM behind the server: its log-probs follow a weight push (within bf16/fp32 kernel noise)."""
+def test_vllm_server_round_trip(tmp_path):
+    """vLLM behind the server: its log-probs follow a weight push (within kernel noise)."""
+    # vLLM's CPU attention needs a head size of at least 32 (the shared tiny model has 8): 128 / 4 heads.
+    tiny_model = make_tiny_model(tmp_path / "tiny128", hidden_size=128)
     env = {
         "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0-1"),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
     }
-    args = [
-        "--engine",
-        "vllm",
-        "--model",
-        tiny_model,
-        "--enforce_eager",
-        "--dtype",
-        "float32",
-        "--max_model_len",
-        "256",
-    ]
-    proc, url = _start_cli_server(args, env)
+    # float32: the comparison is with the fp32 local model, so no bf16 rounding in the gap.
+    args = ["--engine", "vllm", "--model", tiny_model, "--enforce_eager", "--dtype", "float32"]
     model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
     local = HFEngine(model, tokenizer)
     sampling = SamplingSettings(max_tokens=16, temperature=1.0, seed=0)
     prompts = _prompts(tokenizer)
 
     def gap(rollouts) -> float:
-        """Mean |server log-prob - local log-prob| over the server's own sampled tokens."""
-        ours = local.score(
-            [p for p in prompts for _ in range(2)], rollouts.completion_ids, sampling.temperature
-        )
+        """Mean |server log-prob - local log-prob| over the tokens the server sampled."""
+        repeated = [p for p in prompts for _ in range(2)]
+        ours = local.score(repeated, rollouts.completion_ids, sampling.temperature)
         diffs = [abs(a - b) for row_a, row_b in zip(rollouts.logprobs, ours) for a, b in zip(row_a, row_b)]
         return sum(diffs) / len(diffs)
 
-    try:
-        remote = ServerEngine(
-            _config(url, server_timeout=300, request_timeout=120), model_for_signature=model
-        )
-        assert remote.info["engine"] == "vllm"
-        assert gap(remote.generate(prompts, 2, sampling)) < 0.05  # same weights: same distribution
-        _perturb(model)
-        assert gap(remote.generate(prompts, 2, sampling)) > 0.2  # the server still has the old weights
-        remote.sync_weights(model)
-        assert gap(remote.generate(prompts, 2, sampling)) < 0.05
-    finally:
-        out = _stop(proc)
-        print(out[-3000:])
+    log = tmp_path / "server.log"
+    with _cli_server([*args, "--max_model_len", "256"], log, env) as (_, url):
+        try:
+            remote = ServerEngine(_config(url, server_timeout=300, request_timeout=120), model)
+            assert remote.info["engine"] == "vllm"
+            same = gap(remote.generate(prompts, 2, sampling))
+            _perturb(model, scale=2.0)
+            stale = gap(remote.generate(prompts, 2, sampling))  # the server still has the old weights
+            remote.sync_weights(model)
+            pushed = gap(remote.generate(prompts, 2, sampling))
+            assert same < 0.05 and stale > 0.2 and pushed < 0.05, (same, stale, pushed)
+            print(f"mean |log-prob gap|: same weights {same:.2e}, stale {stale:.3f}, pushed {pushed:.2e}")
+        except BaseException:
+            print(log.read_text()[-5000:])  # the server's side of the failure
+            raise

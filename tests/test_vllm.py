@@ -133,7 +133,11 @@ def test_posttrain_train_with_the_vllm_engine(tmp_path):
         "--data.size", "64", "--eval.before", "false", "--eval.after", "false", "--learning_rate", "1e-4",
         "--save_strategy", "no", "--report_to", "none", "--output_dir", str(out),
     ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0-1")}
+    # The in-process engine above set this process's RANK/MASTER_PORT (vLLM's external launcher);
+    # a fresh single-process run must not inherit them.
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     done = subprocess.run(
         [sys.executable, "-m", "posttrain.train", "recipes/quickstart.yaml", *flags],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,

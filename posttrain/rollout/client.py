@@ -98,12 +98,13 @@ class ServerEngine:
         self._settle(None, error)
 
     def sleep(self) -> None:
+        """Forwarded only to a server started with ``--enable_sleep_mode`` (one that shares GPUs)."""
         if self.sleep_mode:
-            self._on_main(lambda: self._request("POST", "/sleep", "sleep", 60))
+            self._on_main(lambda: self._request("POST", "/sleep", "sleep", 60).close())
 
     def wake_up(self) -> None:
         if self.sleep_mode:
-            self._on_main(lambda: self._request("POST", "/wake_up", "wake_up", 60))
+            self._on_main(lambda: self._request("POST", "/wake_up", "wake_up", 60).close())
 
     def close(self) -> None:
         """Drop the connection; the server keeps running for the next run (stop it with Ctrl-C)."""
@@ -214,10 +215,7 @@ class ServerEngine:
                 if answer.status_code < 400:
                     return answer
                 if answer.status_code < 500:  # our request is wrong: sending it again will not help
-                    raise RolloutError(
-                        f"The rollout server at {self.url} rejected {what}: {_detail(answer)} "
-                        "(do the trainer and the server run the same posttrain version?)"
-                    )
+                    raise RolloutError(f"The rollout server at {self.url} rejected {what}: {_detail(answer)}")
                 last = f"HTTP {answer.status_code}: {_detail(answer)}"
             if attempt < self.config.retries:
                 wait = self.backoff_s * 2**attempt

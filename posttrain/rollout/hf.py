@@ -45,8 +45,9 @@ class HFEngine:
         return GenerationConfig(
             do_sample=sample,
             temperature=s.temperature if sample else None,
+            # Explicit 0 / 1.0: None would let transformers fill in its global default top_k=50.
             top_p=s.top_p if sample else None,
-            top_k=(s.top_k or None) if sample else None,
+            top_k=s.top_k if sample else None,
             min_p=(s.min_p or None) if sample else None,
             repetition_penalty=s.repetition_penalty,
             max_new_tokens=s.max_tokens,

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -54,7 +55,11 @@ def _parse_generate(body: bytes) -> tuple[list[list[int]], int, SamplingSettings
         request = json.loads(body)
     except json.JSONDecodeError as exc:
         raise ValueError(f"body is not JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise ValueError("body must be a JSON object {prompt_ids, n, sampling}")
     prompts, n, sampling = request.get("prompt_ids"), request.get("n", 1), request.get("sampling", {})
+    if not isinstance(sampling, dict):
+        raise ValueError("sampling must be an object of SamplingSettings fields")
     if not isinstance(prompts, list) or not all(
         isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompts
     ):
@@ -68,7 +73,11 @@ def _parse_generate(body: bytes) -> tuple[list[list[int]], int, SamplingSettings
 
 
 class _EngineFailed(RuntimeError):
-    """The engine raised while serving a request (answered as HTTP 500 with the message)."""
+    """The engine raised while serving a request: HTTP 400 for a request it refuses, 500 otherwise."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
@@ -85,13 +94,17 @@ def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
         # The engine blocks for seconds; in a worker thread /health keeps answering meanwhile.
         try:
             return await run_in_threadpool(locked, fn, *args)
+        except (ValueError, TypeError) as exc:
+            # What engines raise for a request they refuse (vLLM: a prompt longer than max_model_len,
+            # a sampling value out of range): a 4xx, so the client stops instead of retrying it.
+            raise _EngineFailed(f"{type(exc).__name__}: {exc}", 400) from exc
         except Exception as exc:
             logger.exception("The engine failed in %s", getattr(fn, "__name__", fn))
-            raise _EngineFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise _EngineFailed(f"{type(exc).__name__}: {exc}", 500) from exc
 
     @app.exception_handler(_EngineFailed)
     async def engine_failed(request, exc):
-        return _json({"detail": f"engine error: {exc}"}, status=500)
+        return _json({"detail": f"engine error: {exc}"}, status=exc.status)
 
     @app.get("/health")
     async def health():
@@ -228,6 +241,9 @@ def _build_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         return HFEngine(model, tokenizer), model_signature(model.config)
     from posttrain.rollout.vllm import VLLMEngine
 
+    # The engine core in this process, not a child: weight pushes hand vLLM an iterator of tensors
+    # (which its inter-process encoder refuses) and the per-parameter path reaches into the model runner.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # vLLM reads a folder of safetensors: the embedded model and .gguf files resolve to their conversion.
     path = resolve_model_path(args.model)
     engine = VLLMEngine(
@@ -262,7 +278,6 @@ def main(argv: list[str]) -> None:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}.")
     engine, signature = _build_engine(args)
-    info = server_info(
-        args.model, engine, signature, sleep_mode=args.engine == "vllm" and args.enable_sleep_mode
-    )
+    # The engine's own word: vLLM has no sleep mode on CPU even when asked for one.
+    info = server_info(args.model, engine, signature, sleep_mode=getattr(engine, "enable_sleep_mode", False))
     serve(engine, info, args.host, args.port)

@@ -108,6 +108,10 @@ class VLLMEngine:
         self.enable_sleep_mode = enable_sleep_mode and not self.on_cpu  # CPU: no sleep mode
         self.reload = weight_sync == "reload" or (weight_sync == "auto" and self.on_cpu)
         self.model_path = model_path
+        # Tensors can be handed to vLLM's workers directly only when they run in this process.
+        self.in_process = tensor_parallel_size == 1 and (
+            external_launcher or os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        )
         kwargs: dict[str, Any] = {}
         if external_launcher:
             kwargs["distributed_executor_backend"] = "external_launcher"
@@ -150,7 +154,9 @@ class VLLMEngine:
             repetition_penalty=sampling.repetition_penalty,
             max_tokens=sampling.max_tokens,
             min_tokens=sampling.min_tokens,
-            seed=sampling.seed,
+            # Per-request seeds need a seekable generator, which vLLM's CPU backend lacks ("CPU
+            # Generator does not use offset"); there the engine-wide seed set at start-up applies.
+            seed=None if self.on_cpu else sampling.seed,
             logprobs=0 if sampling.logprobs else None,
         )
         outputs = self.llm.generate(
@@ -171,7 +177,9 @@ class VLLMEngine:
 
     def load_weights(self, named) -> None:
         self.wake_up()
-        if self.reload:
+        if not self.in_process:
+            self._reload_from_disk(named)
+        elif self.reload:
             self.llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": iter(named), "is_checkpoint_format": True}
             )
@@ -179,6 +187,23 @@ class VLLMEngine:
             runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
             runner.model.load_weights(named)
         self.llm.reset_prefix_cache()
+
+    def _reload_from_disk(self, named) -> None:
+        """Workers in other processes (tensor parallel, or vLLM's multiprocess engine) cannot receive
+        tensors through ``collective_rpc``: write a safetensors file (in shared memory where there is
+        one) and have every worker reload from it."""
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in named}  # clone: tied
+        root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.TemporaryDirectory(prefix="posttrain-weights-", dir=root) as folder:
+            save_file(tensors, os.path.join(folder, "model.safetensors"))
+            del tensors
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_path": folder, "is_checkpoint_format": True}
+            )
 
     def sleep(self) -> None:
         """GPU only: free weights and KV cache while the trainer updates (woken before the next use)."""
