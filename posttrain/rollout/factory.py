@@ -27,10 +27,15 @@ def build_engine(
         from posttrain.rollout.client import ServerEngine
 
         return ServerEngine(cfg, model_for_signature=model, accelerator=accelerator)
+    return vllm_engine(cfg, base_model_path(model), seed)
+
+
+def vllm_engine(cfg: RolloutConfig, model_path: str, seed: int = 0, external_launcher: bool = True):
+    """A :class:`VLLMEngine` with the recipe's vLLM settings (the trainer's and ``vllm-serve``'s)."""
     from posttrain.rollout.vllm import VLLMEngine
 
     return VLLMEngine(
-        base_model_path(model),
+        model_path,
         dtype=cfg.dtype,
         enforce_eager=cfg.enforce_eager,
         max_model_len=cfg.max_model_len,
@@ -40,4 +45,5 @@ def build_engine(
         tensor_parallel_size=cfg.tensor_parallel_size,
         weight_sync=cfg.weight_sync,
         cpu_kvcache_gib=cfg.cpu_kvcache_gib,
+        external_launcher=external_launcher,
     )

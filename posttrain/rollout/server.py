@@ -239,26 +239,28 @@ def _build_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
         model, tokenizer = load_model(ModelConfig(name_or_path=args.model), device=_hf_device())
         return HFEngine(model, tokenizer), model_signature(model.config)
-    from posttrain.rollout.vllm import VLLMEngine
+    from posttrain.rollout.config import RolloutConfig
+    from posttrain.rollout.factory import vllm_engine
 
     # The engine core in this process, not a child: weight pushes hand vLLM an iterator of tensors
     # (which its inter-process encoder refuses) and the per-parameter path reaches into the model runner.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # vLLM reads a folder of safetensors: the embedded model and .gguf files resolve to their conversion.
     path = resolve_model_path(args.model)
-    engine = VLLMEngine(
-        path,
+    settings = RolloutConfig(
+        engine="vllm",
+        mode="server",
         dtype=args.dtype,
         enforce_eager=args.enforce_eager,
         max_model_len=args.max_model_len,
-        seed=args.seed,
         gpu_memory_utilization=args.gpu_memory_utilization,
         enable_sleep_mode=args.enable_sleep_mode,
         tensor_parallel_size=args.tensor_parallel_size,
         weight_sync=args.weight_sync,
         cpu_kvcache_gib=args.cpu_kvcache_gib,
-        external_launcher=False,  # a process of its own, not one of the trainer's ranks
     )
+    # A process of its own, not one of the trainer's ranks: no external launcher.
+    engine = vllm_engine(settings, path, args.seed, external_launcher=False)
     return engine, engine.model_signature()
 
 
