@@ -18,6 +18,7 @@ valid key. The resolved recipe is written to ``<output_dir>/recipe.yaml``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -36,7 +37,8 @@ from posttrain.rollout.config import RolloutConfig
 
 # Presets of TRL loss settings per method name. A preset only fills keys the recipe leaves unset.
 # GRPO: DeepSeekMath (arXiv 2402.03300); Dr.GRPO: arXiv 2503.20783 (no length or std normalisation);
-# DAPO: arXiv 2503.14476 (token-level loss, clip-higher, overlong filtering).
+# DAPO: arXiv 2503.14476 (token-level loss, clip-higher, overlong filtering); GCPO: GeometryZero
+# (arXiv 2506.07160): GRPO's loss and group normalisation, no KL (the authors' scripts: init_kl_coef 0).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
     "dr_grpo": {"loss_type": "dr_grpo", "scale_rewards": "none"},
@@ -46,6 +48,19 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
         "epsilon_high": 0.28,
         "mask_truncated_completions": True,
     },
+    "gcpo": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
+}
+
+# Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
+# ../shared/methods/spark-gcpo.md section 2.2): accuracy + 0.5 format + 0.5 x the group-contrastive
+# auxiliary reward + 0.5 x min(tokens, 900) / 900.
+METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
+    "gcpo": [
+        {"name": "accuracy", "weight": 1.0},
+        {"name": "format", "weight": 0.5},
+        {"name": "gcpo_contrastive", "weight": 0.5, "kwargs": {"epsilon": 0.05}},
+        {"name": "length", "weight": 0.5, "kwargs": {"cap": 900}},
+    ],
 }
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
@@ -64,14 +79,36 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class MethodConfig:
-    """Which member of the GRPO family to run."""
+    """Which member of the GRPO family to run, and the objective variants of :mod:`posttrain.advantages`.
+
+    A recipe may write ``method: gcpo`` for ``method: {name: gcpo}``.
+    """
 
     name: str = "grpo"
-    """``grpo``, ``dr_grpo`` or ``dapo``: fills TRL loss settings the trainer section leaves unset."""
+    """``grpo``, ``dr_grpo``, ``dapo`` or ``gcpo``: fills TRL loss settings the trainer section leaves
+    unset; ``gcpo`` also fills the reward list when the recipe gives none (``METHOD_REWARDS``)."""
+    sample_weight: str | None = None
+    """A data column whose value multiplies each sample's policy loss (GUI-G1's per-question
+    difficulty weight); null or missing in a row means 1. The column is carried from the data."""
+    loss_constant: float | None = None
+    """Sequence-sum loss divided by this constant (GUI-G1: 64) instead of a per-sequence token mean;
+    TRL's ``dr_grpo`` loss with the constant in place of ``max_completion_length``."""
 
     def __post_init__(self) -> None:
         if self.name not in METHOD_PRESETS:
             raise ConfigError(_unknown("method.name", self.name, list(METHOD_PRESETS)))
+        if self.sample_weight is not None and (
+            not isinstance(self.sample_weight, str) or not self.sample_weight
+        ):
+            raise ConfigError(
+                f"method.sample_weight must name a data column (e.g. sample_weight), got {self.sample_weight!r}."
+            )
+        if self.loss_constant is not None:
+            ok = isinstance(self.loss_constant, int | float) and not isinstance(self.loss_constant, bool)
+            if not ok or not 0 < self.loss_constant < float("inf"):
+                raise ConfigError(
+                    f"method.loss_constant must be a positive number (GUI-G1 uses 64), got {self.loss_constant!r}."
+                )
 
 
 @dataclass
@@ -175,6 +212,18 @@ class Recipe:
         from trl import GRPOConfig
 
         kwargs = {**METHOD_PRESETS[self.method.name], **detect_precision(), **self.trainer}
+        if self.method.loss_constant is not None:
+            if self.trainer.get("loss_type", "dr_grpo") != "dr_grpo":
+                raise ConfigError(
+                    f"method.loss_constant replaces the loss normaliser of loss_type dr_grpo, but trainer.loss_type "
+                    f"is {self.trainer['loss_type']!r}. Remove trainer.loss_type, or unset method.loss_constant."
+                )
+            kwargs["loss_type"] = "dr_grpo"
+        if self.method.name == "gcpo" and kwargs.get("multi_objective_aggregation") == "normalize_then_sum":
+            raise ConfigError(
+                "method gcpo needs trainer.multi_objective_aggregation: sum_then_normalize (the default): "
+                "normalize_then_sum would normalise the masked auxiliary reward on its own and undo its sign."
+            )
         explicit = {k: v for k, v in self.trainer.items() if k in ("bf16", "fp16")}
         kwargs = reconcile_precision(kwargs, explicit, accelerate_precision())  # launched: the YAML decides
         defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
@@ -263,7 +312,15 @@ def _check_section(section: str, values: Any, where: str) -> dict[str, Any]:
     return values
 
 
+def _shorthands(sections: dict[str, Any]) -> dict[str, Any]:
+    """``method: gcpo`` -> ``method: {name: gcpo}``."""
+    if isinstance(sections.get("method"), str):
+        sections["method"] = {"name": sections["method"]}
+    return sections
+
+
 def _build(sections: dict[str, Any], where: str) -> Recipe:
+    sections = _shorthands(sections)
     for top in sections:
         if top not in (*SECTIONS, "rewards", "trainer"):
             raise _unknown_key_error(str(top), where)
@@ -293,6 +350,13 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
                 f"`rewards` in {where} must be a non-empty list of entries like `- name: accuracy`, got {rewards!r}."
             )
         kwargs["rewards"] = [RewardSpec.from_dict(r) for r in rewards]
+    method = kwargs.get("method", MethodConfig())
+    if "rewards" not in sections and method.name in METHOD_REWARDS:
+        kwargs["rewards"] = [RewardSpec.from_dict(copy.deepcopy(r)) for r in METHOD_REWARDS[method.name]]
+    column = method.sample_weight
+    if column is not None and column not in kwargs["data"].keep_columns:
+        data = kwargs["data"]  # carry the column from the source (replace() re-runs the checks)
+        kwargs["data"] = dataclasses.replace(data, keep_columns=[*data.keep_columns, column])
     return Recipe(**kwargs)
 
 
@@ -353,6 +417,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 # Flags that take no value on the command line.
 BOOLEAN_FLAGS = {"overwrite": "run.overwrite", "resume": "run.resume"}
+# Flags named after a section that set one of its fields (``--method gcpo``).
+SECTION_FLAGS = {"method": "method.name"}
 
 
 def parse_flags(argv: list[str]) -> dict[str, Any]:
@@ -382,8 +448,8 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
 def _resolve_flag(key: str) -> tuple[str, str]:
     """Map a flag name to (section, field)."""
     keys = _all_keys()
-    if key in BOOLEAN_FLAGS:
-        section, _, name = BOOLEAN_FLAGS[key].partition(".")
+    if key in BOOLEAN_FLAGS or key in SECTION_FLAGS:
+        section, _, name = {**BOOLEAN_FLAGS, **SECTION_FLAGS}[key].partition(".")
         return section, name
     if "." in key:
         section, _, name = key.partition(".")
@@ -404,7 +470,7 @@ def _resolve_flag(key: str) -> tuple[str, str]:
 
 def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
     """Load a YAML recipe and apply command-line overrides (defaults < YAML < flags)."""
-    sections = read_yaml(path) if path is not None else {}
+    sections = _shorthands(read_yaml(path) if path is not None else {})
     flags = parse_flags(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in flags.items():
         section, name = _resolve_flag(key)

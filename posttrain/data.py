@@ -44,6 +44,7 @@ from posttrain.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 ANSWER_FORMATS = ("auto", "gsm8k", "raw")
+SCHEMA_COLUMNS = ("prompt", "question", "answer", "verifier", "id", "answers")
 # Held-out generator rows use a seed far from the training seed so the two streams don't overlap.
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -82,6 +83,10 @@ class DataConfig:
 
     id_field: str | None = None
     """Column holding a row id; without it ids are `<source>-<row index>`."""
+
+    keep_columns: list[str] = field(default_factory=list)
+    """Source columns carried unchanged into every row, where reward plugins and hooks read them
+    (e.g. `sample_weight`, see method.sample_weight). Files and Hugging Face data only."""
 
     answer_format: str = "auto"
     """`auto`: the number after `####` if present, else the answer as is; `gsm8k`: require `####`;
@@ -134,6 +139,7 @@ class DataConfig:
                 f"data.generator_kwargs sets {sorted(clash)}; use data.size and data.seed instead."
             )
         self._check_eval()
+        self._check_keep_columns()
         if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
             raise ConfigError(f"data.max_samples={self.max_samples!r} must be a positive integer or null.")
         self._check_template()
@@ -158,6 +164,22 @@ class DataConfig:
             raise ConfigError(
                 "data.eval_split needs data.eval_path with a generator; use data.eval_size to generate "
                 "held-out rows instead."
+            )
+
+    def _check_keep_columns(self) -> None:
+        cols = self.keep_columns
+        if not isinstance(cols, list) or not all(isinstance(c, str) and c for c in cols):
+            raise ConfigError(f"data.keep_columns must be a list of column names, got {cols!r}.")
+        clash = sorted(set(cols) & set(SCHEMA_COLUMNS))
+        if clash:
+            raise ConfigError(
+                f"data.keep_columns lists {clash}, which every row already has (the posttrain schema: "
+                f"{', '.join(SCHEMA_COLUMNS)}); remove them."
+            )
+        if cols and self.generator:
+            raise ConfigError(
+                f"data.keep_columns ({cols}) applies to files and Hugging Face data; reasoning-gym rows "
+                "have no extra columns. Remove it, or save the generated rows to a file first."
             )
 
     def _check_template(self) -> None:
@@ -263,6 +285,7 @@ def format_row(raw: dict, index: int, source: str, cfg: DataConfig) -> dict[str,
         "verifier": "",
         "id": str(row_id) if row_id is not None else f"{source}-{index}",
         "answers": answers,
+        **{column: raw.get(column) for column in cfg.keep_columns},
     }
 
 
@@ -284,6 +307,10 @@ def _to_dataset(rows: list[dict[str, Any]]) -> datasets.Dataset:
     else:
         for r in rows:
             del r["answers"]
+    extra = [k for k in rows[0] if k not in features and k != "answers"]
+    if extra:  # data.keep_columns: their types come from the values
+        inferred = datasets.Dataset.from_list([{k: r[k] for k in extra} for r in rows]).features
+        features.update(inferred)
     return datasets.Dataset.from_list(rows, features=datasets.Features(features))
 
 
@@ -298,6 +325,10 @@ def _check_table(table: Table, cfg: DataConfig, key: str) -> None:
         ("data.question_field", cfg.question_field, "question", ""),
         ("data.answer_field", cfg.answer_field, "reference answer", ", or null for unlabeled data"),
         ("data.id_field", cfg.id_field, "row id", ", or null to number the rows"),
+        *[
+            ("data.keep_columns", c, "values to carry", ", or remove it from the list")
+            for c in cfg.keep_columns
+        ],
     ]
     for recipe_key, column, what, alt in wanted:
         if column and column not in table.columns:

@@ -58,6 +58,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "accuracy": "rewards.math:accuracy",
     "format": "rewards.format:format_reward",
     "length": "rewards.length:length",
+    "gcpo_contrastive": "rewards.gcpo:GroupContrastive",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -138,8 +139,11 @@ def known_reward_names() -> list[str]:
     return list(BUILTIN_REWARDS) + sorted(set(_entry_points()) - set(BUILTIN_REWARDS))
 
 
-def _import_target(target: str, name: str) -> Any:
-    """Import ``pkg.module:attr`` or ``pkg.module.attr``; ``name`` is what the user wrote."""
+def import_object(target: str, name: str, field: str = "the reward's `name`") -> Any:
+    """Import ``pkg.module:attr`` or ``pkg.module.attr``; ``name`` is what the user wrote, ``field`` where.
+
+    Every failure is a :class:`RewardError` that says what to fix in ``field``.
+    """
     if ":" in target:
         module_name, _, attr_path = target.partition(":")
     else:
@@ -174,7 +178,7 @@ def _import_target(target: str, name: str) -> Any:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise RewardError(
                 f"Reward {name!r}: module {module_name!r} has no attribute {attr_path!r}.{hint} "
-                f"Fix the name after the module in the reward's `name`."
+                f"Fix the name after the module in {field}."
             )
         obj = getattr(obj, part)
     return obj
@@ -188,7 +192,7 @@ def _resolve(name: str) -> Any:
             f"{', '.join(known_reward_names())}, or a dotted path such as 'my_pkg.my_module:my_reward'."
         )
     if name in BUILTIN_REWARDS:
-        return _import_target(BUILTIN_REWARDS[name], name)
+        return import_object(BUILTIN_REWARDS[name], name)
     entry_points = _entry_points()
     if name in entry_points:
         try:
@@ -200,7 +204,7 @@ def _resolve(name: str) -> Any:
                 "that declares it."
             ) from exc
     if ":" in name or "." in name:
-        return _import_target(name, name)
+        return import_object(name, name)
     known = known_reward_names()
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -153,6 +153,17 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     callbacks = [MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])]
     if recipe.run.time_budget is not None:
         callbacks.append(TimeBudget(parse_duration(recipe.run.time_budget)))
+    transforms = []
+    if recipe.method.sample_weight is not None:
+        from posttrain.advantages import SampleWeights
+
+        transforms.append(SampleWeights(recipe.method.sample_weight))
+        if args.beta:
+            logger.warning(
+                "method.sample_weight weights each sample's policy loss; the KL penalty (beta=%s) stays "
+                "unweighted.",
+                args.beta,
+            )
     trainer = PosttrainTrainer(
         model=model,
         reward_plugins=plugins,
@@ -161,6 +172,8 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=recipe.peft.to_lora_config(),
         callbacks=callbacks,
+        advantage_transforms=transforms,
+        loss_constant=recipe.method.loss_constant,
     )
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine

@@ -13,6 +13,8 @@ One training step, and where each hook sits::
 - **Scored hooks** ``fn(batch)`` see every scored batch (e.g. SPARK's recycler) and may fill
   :attr:`queue` with new prompts, which replace whole groups of later batches.
 - Stateful reward plugins and the queue are saved in every checkpoint and restored on resume.
+- ``loss_constant``: the sequence-sum loss divided by a constant (GUI-G1), from TRL's ``dr_grpo``
+  loss rescaled (:mod:`posttrain.advantages`).
 - Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``
   (+ ``time/sync`` with a rollout engine).
 - A **rollout engine** (:mod:`posttrain.rollout`; vLLM colocated or behind a server) replaces TRL's
@@ -40,6 +42,7 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
+from posttrain.advantages import constant_loss_scale
 from posttrain.queue import GroupQueue, inject_groups
 from posttrain.rewards import RewardPlugin
 from posttrain.rollout.base import RolloutEngine, SamplingSettings
@@ -106,6 +109,7 @@ class PosttrainTrainer(GRPOTrainer):
         scored_hooks: list[ScoredHook] | None = None,
         queue: GroupQueue | None = None,
         rollout_engine: RolloutEngine | None = None,
+        loss_constant: float | None = None,
         **kwargs,
     ):
         if not reward_plugins:
@@ -133,6 +137,18 @@ class PosttrainTrainer(GRPOTrainer):
             )
         if rollout_engine is not None:
             self.set_rollout_engine(rollout_engine)
+        self.loss_constant = loss_constant
+        if loss_constant is not None:
+            if self.loss_type != "dr_grpo":
+                raise ValueError(
+                    f"loss_constant rescales the dr_grpo loss, but loss_type is {self.loss_type!r}; set "
+                    "loss_type='dr_grpo' (the recipe's method.loss_constant does this itself)."
+                )
+            if getattr(self, "_entropy_bonus_enabled", False):
+                raise ValueError(
+                    "loss_constant cannot be combined with TRL's entropy bonus (entropy_coef): the rescaling "
+                    "would scale the bonus too. Unset one of them."
+                )
 
     def set_rollout_engine(self, engine: RolloutEngine | None) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
@@ -321,9 +337,12 @@ class PosttrainTrainer(GRPOTrainer):
                 inputs = dict(inputs)  # the buffered batch stays as generated
                 self._pending_is = inputs
         try:
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
         finally:
             self._pending_is = None
+        if self.loss_constant is not None:  # sum / (B * max_completion_length) -> sum / (B * constant)
+            loss = loss * constant_loss_scale(self.max_completion_length, self.loss_constant)
+        return loss
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(*args, **kwargs)

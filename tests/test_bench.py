@@ -90,3 +90,42 @@ def test_learning(bench, tiny_model, tmp_path, capsys):
     assert result["before_match"]
     assert result["config"]["budget_seconds"] == 60.0
     assert headline["trl_after"] == pytest.approx(result["trl"]["after"]["accuracy_greedy"], abs=1e-3)
+
+
+def test_compare_methods(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "gcpo.json"
+    argv = [
+        "--model", tiny_model,
+        "--device", "cpu",
+        "--steps", "2",
+        "--budget", "60",
+        "--eval_size", "4",
+        "--warmup_steps", "0",
+        "--runs_dir", str(tmp_path / "runs"),
+        "--out", str(out),
+        "--eval.num_samples", "2",
+        "--run.plot", "false",
+        *TINY_FLAGS,
+    ]  # fmt: skip
+    bench("compare_methods").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == ["grpo_before", "grpo_after", "gcpo_before", "gcpo_after"]
+    assert all(0.0 <= v <= 1.0 for v in headline.values())
+    result = json.loads(out.read_text())
+    assert result["config"]["budget_seconds"] == 60.0
+    for arm in ("grpo", "gcpo"):
+        assert result[arm]["method"] == arm
+        assert result[arm]["steps"] == 2
+        assert result[arm]["before"]["n"] == 4
+        assert {"accuracy_greedy", "mean@2", "maj@2"} <= set(result[arm]["after"])
+        assert set(result[arm]["behaviour"]["after"]) == {"greedy", "samples"}
+        assert len(result[arm]["curves"]["step"]) == 2
+    assert [r["name"] for r in result["grpo"]["rewards"]] == ["accuracy"]
+    assert [r["name"] for r in result["gcpo"]["rewards"]] == ["accuracy", "gcpo_contrastive", "length"]
+    # Only the gcpo arm logs the contrastive mask; its metrics are kept as curves, one value per step.
+    assert len(result["gcpo"]["curves"]["gcpo/mask_pos"]) == 2
+    assert "gcpo/aux_rate" not in result["grpo"]["curves"]
+    assert result["before_match"]
+    assert (tmp_path / "gcpo.png").is_file()
+    assert headline["gcpo_after"] == pytest.approx(result["gcpo"]["after"]["accuracy_greedy"], abs=1e-3)

@@ -274,6 +274,8 @@ def test_grpo_config_on_cpu(tmp_path):
         # An explicit trainer key beats the preset.
         ("dr_grpo", {"scale_rewards": "batch"}, {"loss_type": "dr_grpo", "scale_rewards": "batch"}),
         ("dapo", {"epsilon_high": 0.3, "loss_type": "bnpo"}, {"loss_type": "bnpo", "epsilon_high": 0.3}),
+        # GCPO: GRPO's loss and group normalisation, no KL.
+        ("gcpo", {}, {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0}),
     ],
 )
 def test_method_presets(tmp_path, method, trainer, expected):
@@ -356,3 +358,76 @@ def test_shipped_recipes_load(path):
     recipe = load_recipe(path)
     recipe.grpo_config()  # the trainer section is valid for TRL too
     assert recipe.rewards
+
+
+# --------------------------------------------------------------------------------------------------
+# GCPO shorthand and the objective variants (posttrain/advantages.py)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, flags",
+    [
+        (MINIMAL + "method: gcpo\n", []),  # the shorthand
+        (MINIMAL + "method: {name: gcpo}\n", []),
+        (MINIMAL, ["--method", "gcpo"]),
+        (MINIMAL + "method: grpo\n", ["--method.name", "gcpo"]),  # a flag on top of the shorthand
+    ],
+)
+def test_method_gcpo_fills_its_rewards(tmp_path, text, flags):
+    recipe = load_recipe(_write(tmp_path, text), flags)
+    assert recipe.method.name == "gcpo"
+    assert [(r.name, r.weight) for r in recipe.rewards] == [
+        ("accuracy", 1.0),
+        ("format", 0.5),
+        ("gcpo_contrastive", 0.5),
+        ("length", 0.5),
+    ]
+    assert recipe.rewards[3].kwargs == {"cap": 900} and recipe.rewards[2].kwargs == {"epsilon": 0.05}
+    # The resolved recipe spells them out, so recipe.yaml shows what ran.
+    recipe.save(tmp_path / "resolved.yaml")
+    assert "gcpo_contrastive" in (tmp_path / "resolved.yaml").read_text()
+
+
+def test_explicit_rewards_win_over_the_method_rewards(tmp_path):
+    recipe = load_recipe(_write(tmp_path, MINIMAL + "method: gcpo\nrewards: [{name: accuracy}]\n"))
+    assert [r.name for r in recipe.rewards] == ["accuracy"]
+
+
+def test_loss_constant_selects_dr_grpo(tmp_path):
+    recipe = load_recipe(_write(tmp_path, MINIMAL + "method: {name: dr_grpo, loss_constant: 64}\n"))
+    assert recipe.method.loss_constant == 64 and recipe.grpo_config().loss_type == "dr_grpo"
+    recipe = load_recipe(_write(tmp_path, MINIMAL + "method: {name: grpo, loss_constant: 64}\n"))
+    assert recipe.grpo_config().loss_type == "dr_grpo"  # the grpo preset's loss_type gives way
+
+
+def test_sample_weight_column_is_carried_from_the_data(tmp_path):
+    text = "data: {path: d.jsonl}\nmethod: {sample_weight: rate}\n"
+    assert load_recipe(_write(tmp_path, text)).data.keep_columns == ["rate"]
+
+
+@pytest.mark.parametrize(
+    "text, phrases",
+    [
+        (MINIMAL + "method: {loss_constant: 0}\n", ["method.loss_constant", "positive"]),
+        (MINIMAL + "method: {loss_constant: true}\n", ["method.loss_constant"]),
+        (
+            MINIMAL + "method: {loss_constant: 64}\ntrainer: {loss_type: dapo}\n",
+            ["loss_constant", "'dapo'", "Remove trainer.loss_type"],
+        ),
+        (
+            MINIMAL + "method: gcpo\ntrainer: {multi_objective_aggregation: normalize_then_sum}\n",
+            ["sum_then_normalize"],
+        ),
+        (MINIMAL + "method: {sample_weight: ''}\n", ["method.sample_weight"]),
+        (MINIMAL + "method: gcp\n", ["Unknown method.name 'gcp'", "gcpo"]),
+        (MINIMAL + "method: {sample_weight: w}\n", ["keep_columns", "reasoning-gym"]),
+        ("data: {path: d.jsonl, keep_columns: [answer]}\n", ["keep_columns", "answer"]),
+        ("data: {path: d.jsonl, keep_columns: w}\n", ["keep_columns must be a list"]),
+    ],
+)
+def test_objective_variant_errors(tmp_path, text, phrases):
+    with pytest.raises(ConfigError) as info:
+        load_recipe(_write(tmp_path, text)).grpo_config()
+    for phrase in phrases:
+        assert phrase in str(info.value)

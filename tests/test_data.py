@@ -449,3 +449,14 @@ def test_data_errors(tmp_path, make, pattern):
 def test_config_errors(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         DataConfig(**kwargs)
+
+
+def test_keep_columns_are_carried_and_checked(tmp_path):
+    path = tmp_path / "w.jsonl"
+    path.write_text(
+        '{"question": "q1", "answer": "1", "w": 0.5, "tag": "a"}\n{"question": "q2", "answer": "2", "w": 2}\n'
+    )
+    train, _ = load_datasets(DataConfig(path=str(path), keep_columns=["w", "tag"]))
+    assert train["w"] == [0.5, 2.0] and train["tag"] == ["a", None]
+    with pytest.raises(DataError, match=r"no column 'wt'.*data.keep_columns"):
+        load_datasets(DataConfig(path=str(path), keep_columns=["wt"]))

@@ -42,10 +42,10 @@ B = 8  # completions per step (one process): 2 groups
 
 
 def make_trainer(
-    tiny_model, data_path, plugins, out: Path, cls: type = PosttrainTrainer, **kwargs
+    tiny_model, data_path, plugins, out: Path, cls: type = PosttrainTrainer, data_kwargs=None, **kwargs
 ) -> PosttrainTrainer:
     """A trainer with tiny settings; ``kwargs`` go to the trainer (hooks, queue) or to GRPOConfig."""
-    hook_names = ("advantage_transforms", "loss_mask_hooks", "scored_hooks", "queue")
+    hook_names = ("advantage_transforms", "loss_mask_hooks", "scored_hooks", "queue", "loss_constant")
     hooks = {k: kwargs.pop(k) for k in hook_names if k in kwargs}
     settings = {
         "output_dir": str(out),
@@ -64,7 +64,7 @@ def make_trainer(
         **kwargs,
     }
     model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
-    train_ds, _ = load_datasets(DataConfig(path=data_path))
+    train_ds, _ = load_datasets(DataConfig(path=data_path, **(data_kwargs or {})))
     return cls(
         model=model,
         reward_plugins=plugins,

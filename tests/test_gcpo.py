@@ -1,0 +1,209 @@
+"""Tests for GCPO's group-contrastive reward (rewards/gcpo.py) and the correct-only length reward.
+
+    pytest tests/test_gcpo.py -q
+
+Groups are hand-built: every completion is "<AUX?> <answer>", the reference answer is 4, and the
+detector is the regex ``AUX``, so which completions show the behaviour and which are right is
+visible in the table itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from posttrain.errors import RewardError
+from posttrain.rewards import RewardPlugin, is_group_reward, load_reward
+from rewards.gcpo import contrast_mask, has_auxiliary, make_detector
+from rewards.length import length
+
+
+def gcpo(**kwargs):
+    return load_reward("gcpo_contrastive", **{"detector": "AUX", **kwargs})
+
+
+def call(reward, completions, group_size=4, answer="4", **kwargs):
+    logged: dict[str, list[float]] = {}
+    scores = reward(
+        completions=completions,
+        group_size=group_size,
+        answer=[answer] * len(completions),
+        log_metric=lambda name, value: logged.setdefault(name, []).append(value),
+        **kwargs,
+    )
+    return scores, {k: v[0] for k, v in logged.items()}
+
+
+HELPS = ["AUX 4", "AUX 4", "5", "4"]  # with: 2/2 right, without: 1/2 -> delta +0.5
+HURTS = ["AUX 5", "AUX 4", "4", "4"]  # with: 1/2, without: 2/2 -> delta -0.5
+TIE = ["AUX 4", "AUX 5", "4", "5"]  # 1/2 vs 1/2 -> delta 0
+ALL_AUX = ["AUX 4", "AUX 4", "AUX 5", "AUX 5"]  # no subgroup without the behaviour
+NO_AUX = ["4", "4", "5", "5"]  # no subgroup with it
+# 7 completions, with: 2/3 right, without: 2/4 -> delta 1/6
+SMALL = ["AUX 4", "AUX 4", "AUX 5", "4", "4", "5", "5"]
+
+
+@pytest.mark.parametrize(
+    ("name", "completions", "group_size", "epsilon", "expected"),
+    [
+        ("helps: +1 on the completions with the behaviour", HELPS, 4, 0.05, [1, 1, 0, 0]),
+        ("hurts: -1 on the completions with the behaviour", HURTS, 4, 0.05, [-1, -1, 0, 0]),
+        ("tie: delta 0", TIE, 4, 0.05, [0, 0, 0, 0]),
+        ("delta 1/6 within epsilon 0.2", SMALL, 7, 0.2, [0] * 7),
+        ("delta 1/6 beyond epsilon 0.1", SMALL, 7, 0.1, [1, 1, 1, 0, 0, 0, 0]),
+        ("delta exactly epsilon: 0 (strict >)", HELPS, 4, 0.5, [0, 0, 0, 0]),
+        ("epsilon 0: any difference counts", HELPS, 4, 0.0, [1, 1, 0, 0]),
+        ("every completion shows it: subgroup empty", ALL_AUX, 4, 0.05, [0, 0, 0, 0]),
+        ("no completion shows it: subgroup empty", NO_AUX, 4, 0.05, [0, 0, 0, 0]),
+        (
+            "several groups in one batch, each with its own sign",
+            HELPS + HURTS + ALL_AUX + TIE,
+            4,
+            0.05,
+            [1, 1, 0, 0, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ],
+)
+def test_gcpo_contrastive_table(name, completions, group_size, epsilon, expected):
+    scores, _ = call(gcpo(epsilon=epsilon), completions, group_size=group_size)
+    assert scores == [float(x) for x in expected], name
+
+
+def test_gcpo_logs_mask_shares_and_subgroup_accuracy():
+    _, logged = call(gcpo(), HELPS + HURTS + ALL_AUX + TIE)
+    assert logged["gcpo/mask_pos"] == 0.25
+    assert logged["gcpo/mask_neg"] == 0.25
+    assert logged["gcpo/mask_zero"] == 0.5
+    assert logged["gcpo/empty_subgroup"] == 0.25
+    assert logged["gcpo/unscorable_groups"] == 0.0
+    assert logged["gcpo/aux_rate"] == 10 / 16
+    # with the behaviour: HELPS 2/2, HURTS 1/2, ALL_AUX 2/4, TIE 1/2 -> 6/10; without: 1/2, 2/2, 1/2 -> 4/6
+    assert logged["gcpo/acc_aux"] == pytest.approx(0.6)
+    assert logged["gcpo/acc_no_aux"] == pytest.approx(4 / 6)
+
+
+def test_gcpo_no_subgroup_mean_is_logged_when_it_would_be_nan():
+    _, logged = call(gcpo(), NO_AUX)
+    assert "gcpo/acc_aux" not in logged and logged["gcpo/aux_rate"] == 0.0
+
+
+def test_gcpo_unscorable_group_scores_none_and_is_counted():
+    reward = gcpo()
+    logged: dict[str, float] = {}
+    scores = reward(
+        completions=HELPS + HELPS,
+        group_size=4,
+        answer=[None] * 4 + ["4"] * 4,  # the first group has no reference answer
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    assert scores == [None] * 4 + [1.0, 1.0, 0.0, 0.0]
+    assert logged["gcpo/unscorable_groups"] == 0.5
+
+
+def test_gcpo_uses_the_accuracy_verifier_not_string_equality():
+    # 0.5 and \frac{1}{2} are the same answer: the accuracy reward's math-verify check decides.
+    scores, _ = call(
+        gcpo(), ["AUX \\boxed{0.5}", "AUX \\boxed{\\frac{1}{2}}", "3", "1"], answer="\\frac{1}{2}"
+    )
+    assert scores == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_gcpo_is_a_group_plugin_with_the_default_detector():
+    reward = load_reward("gcpo_contrastive")
+    assert is_group_reward(reward) and RewardPlugin(reward, "gcpo").is_group
+    completions = ["<think>a</think><auxiliary>draw AD</auxiliary><answer>4</answer>", "<answer>5</answer>"]
+    scores, _ = call(reward, completions * 2, answer="4")
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_gcpo_through_the_plugin_wrapper_needs_group_size():
+    plugin = RewardPlugin(gcpo(), "gcpo_contrastive")
+    assert plugin(None, HELPS, answer=["4"] * 4, group_size=4) == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(RewardError, match="group_size"):
+        plugin(None, HELPS, answer=["4"] * 4)
+
+
+# -- detectors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("detector", "text", "expected"),
+    [
+        (None, "<auxiliary>let M be the midpoint of BC</auxiliary>", True),
+        (None, "<auxiliary>  </auxiliary>", False),  # empty span: no construction
+        (None, "<auxiliary>never closed", False),
+        ("(?i)auxiliary line", "Draw an Auxiliary Line from A", True),
+        (r"\d+\s*[-+]\s*\d+\s*=", "36 - 38 = -2", True),
+        (r"\d+\s*[-+]\s*\d+\s*=", "The answer is 1.", False),
+        ("rewards.gcpo:has_auxiliary", "<auxiliary>x</auxiliary>", True),
+        ("rewards.gcpo.has_auxiliary", "<auxiliary>x</auxiliary>", True),  # importable package: a path
+        ("a.b", "xa-b", True),  # `a` is no package: a regex (. matches any character)
+    ],
+)
+def test_detectors(detector, text, expected):
+    assert make_detector(detector)(text) is expected
+
+
+def test_has_auxiliary_needs_a_non_empty_closed_span():
+    assert has_auxiliary("<auxiliary></auxiliary><auxiliary>AD</auxiliary>")
+
+
+@pytest.mark.parametrize(
+    ("detector", "phrases"),
+    [
+        ("(unclosed", ["not a valid regular expression", "(unclosed"]),
+        ("[a-", ["not a valid regular expression"]),
+        ("no_such_pkg_xyz.mod:detect", ["cannot import module", "no_such_pkg_xyz.mod"]),
+        ("rewards.gcpo:no_such_function", ["has no attribute", "detector"]),
+        ("rewards.gcpo:AUX_TAG", ["not a function"]),
+        ("", ["regular expression or 'pkg.module:function'"]),
+        (42, ["regular expression or 'pkg.module:function'"]),
+    ],
+)
+def test_bad_detector_is_a_clear_error_at_load_time(detector, phrases):
+    with pytest.raises(RewardError) as info:
+        load_reward("gcpo_contrastive", detector=detector)
+    for phrase in phrases:
+        assert phrase in str(info.value)
+
+
+@pytest.mark.parametrize("epsilon", [-0.01, 1.0, 1.5, math.nan, "0.05", True, None])
+def test_epsilon_outside_zero_one_is_an_error(epsilon):
+    with pytest.raises(RewardError, match=r"epsilon"):
+        load_reward("gcpo_contrastive", epsilon=epsilon)
+
+
+def test_contrast_mask_ignores_unscorable_completions():
+    # The unscorable completion with the behaviour is no evidence; the scorable one decides.
+    assert contrast_mask([None, 1.0, 0.0], [True, True, False], 0.05) == 1
+    assert contrast_mask([None, None, 0.0], [True, True, False], 0.05) == 0
+
+
+# -- the length reward as GCPO uses it -------------------------------------------------------------
+
+
+def test_length_with_the_paper_cap():
+    ids = [[0] * 450, [0] * 900, [0] * 2000]
+    assert length(["a", "b", "c"], completion_ids=ids, cap=900) == [0.5, 1.0, 1.0]
+
+
+def test_length_correct_only_grants_it_to_correct_completions():
+    ids = [[0] * 3, [0] * 3, [0] * 6]
+    scores = length(
+        ["\\boxed{4}", "\\boxed{5}", "\\boxed{4}"],
+        completion_ids=ids,
+        cap=6,
+        correct_only=True,
+        answer=["4"] * 3,
+    )
+    assert scores == [0.5, 0.0, 1.0]
+    # A row without a reference answer cannot be judged: None, not 0.
+    assert length(["4"], completion_ids=[[1]], cap=2, correct_only=True, answer=[None]) == [None]
+
+
+def test_length_correct_only_without_answers_is_an_error():
+    with pytest.raises(RewardError, match="correct_only"):
+        length(["4"], cap=2, correct_only=True)
+    with pytest.raises(RewardError, match="correct_only"):
+        load_reward("length", correct_only="yes")(["4"], answer=["4"])
