@@ -1,4 +1,4 @@
-"""GRPO vs GCPO at the same wall budget: held-out accuracy, behaviour share and training curves.
+"""GRPO vs GCPO (or SPARK) at the same wall budget: held-out accuracy, behaviour share, curves.
 
     python bench/compare_methods.py                             # CPU: quickstart task, 10 min per arm
     python bench/compare_methods.py --budget 5m --eval_size 100
@@ -12,11 +12,19 @@ settings and wall budget (``run.time_budget``); only ``method`` and ``rewards`` 
 
 - CPU (the default without CUDA, or ``--device cpu``): ``recipes/quickstart.yaml`` (SmolLM2-135M on
   chain_sum). The behaviour is "writes out the computation" (:data:`DETECTOR`). GRPO: accuracy 1.0.
-  GCPO: accuracy 1.0 + gcpo_contrastive 0.5 + length 0.5 (cap = max_completion_length, correct only).
+  GCPO: accuracy 1.0 + gcpo_contrastive 0.5 + length 0.5 (cap = half of max_completion_length,
+  correct completions only).
   Neither arm gets a format reward: the 135M model never writes think/answer tags, so it would be
   a constant 0 in both.
 - GPU (with CUDA, or ``--device gpu``): ``recipes/gcpo_geometry.yaml``. GCPO: the recipe as is.
   GRPO: its rewards without gcpo_contrastive and length (accuracy + format).
+
+SPARK (``--methods grpo spark``): ``method: spark`` (accuracy on solve prompts + ``spark_judge`` on
+the recycled judge/reflection tasks, KL 0.001, the recipe's other trainer settings). After training
+every arm is also measured as a judge (``posttrain.selfcheck.judge_eval``: pointwise and pairwise
+tasks from its own held-out samples) and with solve -> judge -> reflect (2 rounds, greedy). Writes
+``bench/results/spark.json``; the last line is ``grpo_after=<x> spark_after=<x> grpo_judge=<x>
+spark_judge=<x> spark_reflect=<x>``.
 
 A throwaway bare-TRL step (``--warmup_steps 1``) runs first, so that the first arm does not pay the
 process's one-off start-up inside its budget. The behaviour share is the detector applied to the
@@ -82,7 +90,12 @@ def gcpo_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
     """GCPO: accuracy + group-contrastive behaviour reward + length reward for correct completions."""
     if setting == "gpu":
         return "gcpo", [dataclasses.asdict(r) for r in base.rewards]
-    cap = base.grpo_config().max_completion_length
+    # Half the completion budget: the length reward saturates before a completion is cut off.
+    # With cap = the budget only truncated completions earned all of it, and since truncated
+    # completions are masked from the loss (mask_truncated_completions) but still raise their group's
+    # baseline, every finished completion got a negative advantage: measured, the arm collapsed to
+    # 100% truncated 24-token completions (entropy 0) within 30 steps.
+    cap = max(1, base.grpo_config().max_completion_length // 2)
     return "gcpo", [
         _accuracy(),
         {"name": "gcpo_contrastive", "weight": 0.5, "kwargs": {"detector": DETECTOR, "epsilon": 0.05}},
@@ -90,10 +103,25 @@ def gcpo_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
     ]
 
 
+def spark_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
+    """SPARK: the task's accuracy on solve prompts + spark_judge on the recycled judge/reflection tasks."""
+    from posttrain.config import METHOD_REWARDS
+
+    solve = [r for r in grpo_arm(base, setting)[1] if r["name"] != "accuracy"]  # e.g. format on GPU
+    return "spark", [*copy.deepcopy(METHOD_REWARDS["spark"]), *solve]
+
+
 # Arm name -> (base recipe, "cpu" | "gpu") -> (method name, reward entries). The rest of the recipe is shared.
-ARMS: dict[str, Callable[[Any, str], tuple[str, list[dict[str, Any]]]]] = {"grpo": grpo_arm, "gcpo": gcpo_arm}
+ARMS: dict[str, Callable[[Any, str], tuple[str, list[dict[str, Any]]]]] = {
+    "grpo": grpo_arm,
+    "gcpo": gcpo_arm,
+    "spark": spark_arm,
+}
 # metrics.jsonl keys (substrings) kept as curves for an arm, besides the common ones below.
-ARM_METRICS: dict[str, tuple[str, ...]] = {"gcpo": ("gcpo/",)}
+ARM_METRICS: dict[str, tuple[str, ...]] = {"gcpo": ("gcpo/",), "spark": ("tasks/", "recycle/")}
+# With a spark arm, every arm is also measured as a judge and with self-reflection after training.
+SELFCHECK_ROUNDS = 2
+JUDGE_SAMPLES = 4
 CURVE_KEYS = ("reward", "rewards/accuracy/mean", "completions/mean_length", "step_time")
 
 
@@ -170,7 +198,32 @@ def behaviour_share(path: Path, detector: Callable[[str], bool]) -> dict[str, fl
     }
 
 
-def run_arm(recipe, arm: str, detector: Callable[[str], bool]) -> dict[str, Any]:
+def selfcheck(recipe, out: Path) -> dict[str, Any]:
+    """The trained model as a judge (pointwise/pairwise on its own held-out samples) and with
+    solve -> judge -> reflect (greedy, SPARK's test-time loop), on the held-out split."""
+    import random
+
+    import torch
+
+    from posttrain.data import load_datasets
+    from posttrain.models import load_model
+    from posttrain.selfcheck import hf_generator, hf_sampler, judge_eval, reflect_metrics, solve_judge_reflect
+
+    _, eval_ds = load_datasets(recipe.data)
+    rows = [dict(r) for r in eval_ds]
+    model, tokenizer = load_model(dataclasses.replace(recipe.model, name_or_path=str(out)))
+    tokens = recipe.eval.max_new_tokens or recipe.grpo_config().max_completion_length
+    generate = hf_generator(model, tokenizer, tokens, recipe.eval.batch_size, desc="selfcheck")
+    torch.manual_seed(recipe.trainer.get("seed", 0))
+    sampler = hf_sampler(model, tokenizer, tokens, 1.0, recipe.eval.batch_size)
+    judge, _ = judge_eval(generate, rows, JUDGE_SAMPLES, sampler, random.Random(0))
+    reflect = reflect_metrics(solve_judge_reflect(generate, rows, SELFCHECK_ROUNDS))
+    return {"judge": judge, "reflect": reflect}
+
+
+def run_arm(
+    recipe, arm: str, detector: Callable[[str], bool], with_selfcheck: bool = False
+) -> dict[str, Any]:
     from posttrain.train import run
 
     summary = run(recipe)
@@ -182,7 +235,7 @@ def run_arm(recipe, arm: str, detector: Callable[[str], bool]) -> dict[str, Any]
     keys += sorted(
         {k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")} - set(keys)
     )
-    return {
+    result = {
         "method": recipe.method.name,
         "rewards": [dataclasses.asdict(r) for r in recipe.rewards],
         "output_dir": str(out),
@@ -196,6 +249,9 @@ def run_arm(recipe, arm: str, detector: Callable[[str], bool]) -> dict[str, Any]
         },
         "curves": {"step": [r["step"] for r in rows], **{k: [r.get(k) for r in rows] for k in keys}},
     }
+    if with_selfcheck:
+        result["selfcheck"] = selfcheck(recipe, out)
+    return result
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -260,6 +316,14 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         for i, (name, before, after) in enumerate(lines):
             lead = f"{arm:<6} {r['steps']:>5} {r['median_step_seconds']:>6.1f}" if i == 0 else " " * 19
             print(f"{lead}  {name:<20} {_fmt(before):>6} -> {_fmt(after):<6}")
+        if "selfcheck" in r:
+            judge, reflect = r["selfcheck"]["judge"], r["selfcheck"]["reflect"]
+            print(
+                f"{'':<19}  after: judge accuracy {judge_accuracy(judge):.3f} (pointwise "
+                f"{_fmt(judge.get('pointwise_accuracy'))}, pairwise {_fmt(judge.get('pairwise_accuracy'))}, "
+                f"unparsed {_fmt(judge.get('unparsed'))}); greedy {_fmt(reflect.get('accuracy_initial'))} -> "
+                f"with reflection {_fmt(reflect.get('accuracy_reflect'))}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -288,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {}
     for arm, recipe in recipes.items():
         logger.info("%s arm -> %s", arm, recipe.output_dir)
-        results[arm] = run_arm(recipe, arm, detector)
+        results[arm] = run_arm(recipe, arm, detector, with_selfcheck="spark" in args.methods)
 
     out = Path(args.out) if args.out else RESULTS / f"{args.methods[-1]}.json"
     payload = {
@@ -313,12 +377,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(results, out.with_suffix(".png"))
 
     print_table(results)
-    print(
-        headline(
-            {f"{arm}_{when}": results[arm][when][GREEDY] for arm in results for when in ("before", "after")}
-        )
-    )
+    print(headline(headline_figures(results)))
     return payload
+
+
+def headline_figures(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """GCPO comparison: before/after greedy accuracy per arm. With a spark arm: after-accuracy, judge
+    accuracy (pointwise and pairwise tasks together) per arm, and SPARK's accuracy with reflection."""
+    if "spark" not in results:
+        return {
+            f"{arm}_{when}": results[arm][when][GREEDY] for arm in results for when in ("before", "after")
+        }
+    figures = {f"{arm}_after": results[arm]["after"][GREEDY] for arm in results}
+    for arm, r in results.items():
+        figures[f"{arm}_judge"] = judge_accuracy(r["selfcheck"]["judge"])
+    figures["spark_reflect"] = results["spark"]["selfcheck"]["reflect"]["accuracy_reflect"] or 0.0
+    return figures
+
+
+def judge_accuracy(judge: dict[str, Any]) -> float:
+    """Accuracy over all judge tasks (pointwise and pairwise), 0 when there were none."""
+    n_point, n_pair = judge.get("n_pointwise") or 0, judge.get("n_pairwise") or 0
+    total = (judge.get("pointwise_accuracy") or 0.0) * n_point + (
+        judge.get("pairwise_accuracy") or 0.0
+    ) * n_pair
+    return total / (n_point + n_pair) if n_point + n_pair else 0.0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
     posttrain train RECIPE.yaml [--key value ...]      train (see posttrain.train)
     posttrain eval --model M --data D [--num_samples k --temperature t]
                                                         greedy / mean@k / maj@k accuracy + predictions
+                  [--reflect --rounds 2] [--judge --judge_samples 4]
+                                                        + SPARK self-reflection / the model as a judge
+    posttrain generate --model M --data D [--reflect --rounds 2]
+                                                        answers (and self-reflections) to generations.jsonl
     posttrain vllm-serve --model M [--engine vllm|hf] [--port 8000] [--tensor_parallel_size N]
                                                         a rollout server for `rollout.mode: server` runs
 
@@ -43,39 +47,98 @@ def run_command(fn: Callable[[], object]) -> int:
     return 0
 
 
-def _eval_command(argv: list[str]) -> None:
-    from posttrain.config import EvalConfig, parse_flags
+def _data_flags(rest: list[str], command: str) -> dict:
+    """``--data.<field> v`` flags -> DataConfig keyword arguments; any other extra flag is an error."""
+    from posttrain.config import parse_flags
+
+    data_kwargs = {}
+    for key, value in parse_flags(rest).items():
+        section, _, name = key.partition(".")
+        if section != "data" or not name:
+            raise PosttrainError(
+                f"Unknown flag --{key} for `posttrain {command}`; see `posttrain {command} --help`."
+            )
+        data_kwargs[name] = value
+    return data_kwargs
+
+
+def _load_split(args: argparse.Namespace, rest: list[str], command: str):
     from posttrain.data import DataConfig, load_datasets
+
+    data_kwargs = _data_flags(rest, command)
+    if args.data:
+        data_kwargs["path"] = args.data
+    train_ds, eval_ds = load_datasets(DataConfig(**data_kwargs))
+    return eval_ds if (args.split == "eval" and eval_ds is not None) else train_ds
+
+
+def _add_common_flags(parser: argparse.ArgumentParser, output_dir: str, what: str) -> None:
+    parser.add_argument("--model", default="embedded", help="hub id, local folder, .gguf file or 'embedded'")
+    parser.add_argument("--data", help="a JSONL/JSON/parquet file or a Hugging Face dataset name")
+    parser.add_argument("--max_new_tokens", type=int, default=256, help="budget of every generation")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--output_dir", default=output_dir, help=f"where {what} go")
+    parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out split if any")
+    parser.add_argument(
+        "--reflect", action="store_true", help="SPARK's solve -> judge -> reflect loop (posttrain.selfcheck)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="judge/reflect rounds of --reflect (>= 1)")
+
+
+def _check_rounds(args: argparse.Namespace) -> None:
+    if args.rounds < 1:
+        raise PosttrainError(
+            f"--rounds must be >= 1 (judge/reflect rounds after the first answer), got {args.rounds}; "
+            "leave out --reflect for plain generation."
+        )
+
+
+def _print_metrics(metrics: dict) -> None:
+    """One line ``key=value ...``; undefined metrics (None: e.g. accuracy of unlabelled data) are left out."""
+    shown = {k: v for k, v in metrics.items() if v is not None}
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+
+
+def _eval_command(argv: list[str]) -> None:
+    from posttrain.config import EvalConfig
     from posttrain.evaluation import evaluate
     from posttrain.models import ModelConfig, load_model
 
     parser = argparse.ArgumentParser(
         prog="posttrain eval",
-        description="Held-out accuracy of a model: greedy, mean@k and maj@k, with a JSONL of predictions. "
+        description="Held-out accuracy of a model: greedy, mean@k and maj@k, with a JSONL of predictions; "
+        "optionally SPARK's self-reflection (--reflect) and the model as its own judge (--judge). "
         "Extra --data.<field> flags set any DataConfig field (e.g. --data.generator chain_sum).",
     )
-    parser.add_argument("--model", default="embedded", help="hub id, local folder, .gguf file or 'embedded'")
-    parser.add_argument("--data", help="a JSONL/JSON/parquet file or a Hugging Face dataset name")
+    _add_common_flags(parser, "runs/eval", "eval.json and predictions")
     parser.add_argument("--num_samples", type=int, default=1, help="samples per question for mean@k/maj@k")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max_new_tokens", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="for mean@k/maj@k and --judge samples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="runs/eval", help="where eval.json and predictions go")
-    parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out split if any")
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="score the model as a pointwise/pairwise judge of its own samples",
+    )
+    parser.add_argument("--judge_samples", type=int, default=4, help="samples per question for --judge")
     args, rest = parser.parse_known_args(argv)
-    flags = parse_flags(rest)
-    data_kwargs = {}
-    for key, value in flags.items():
-        section, _, name = key.partition(".")
-        if section != "data" or not name:
-            raise PosttrainError(f"Unknown flag --{key} for `posttrain eval`; see `posttrain eval --help`.")
-        data_kwargs[name] = value
-    if args.data:
-        data_kwargs["path"] = args.data
     EvalConfig(num_samples=args.num_samples, batch_size=args.batch_size)  # validates
-    train_ds, eval_ds = load_datasets(DataConfig(**data_kwargs))
-    dataset = eval_ds if (args.split == "eval" and eval_ds is not None) else train_ds
+    _check_rounds(args)
+    if args.judge and args.judge_samples < 2:
+        raise PosttrainError(
+            f"--judge_samples must be >= 2 (a pairwise task needs a correct and a wrong sample of the same "
+            f"question), got {args.judge_samples}."
+        )
+    if args.judge and args.temperature <= 0:
+        raise PosttrainError(f"--judge samples candidates: set --temperature > 0, got {args.temperature}.")
+    dataset = _load_split(args, rest, "eval")
+    if args.judge:
+        from posttrain.selfcheck import labelled
+
+        if not all(labelled(row) for row in dataset):
+            raise PosttrainError(
+                "--judge needs reference answers to label the judge tasks, and this data has rows without "
+                "one. Set --data.answer_field to the column holding the answers, or leave out --judge."
+            )
     model, tokenizer = load_model(ModelConfig(name_or_path=args.model))
     result = evaluate(
         model,
@@ -87,9 +150,74 @@ def _eval_command(argv: list[str]) -> None:
         args.batch_size,
         args.seed,
     )
+    if args.reflect or args.judge:
+        from posttrain import selfcheck
+
+        rows = [dict(r) for r in dataset]
+        generator = selfcheck.hf_generator(
+            model, tokenizer, args.max_new_tokens, args.batch_size, "selfcheck"
+        )
+    if args.reflect:
+        initial = [p["completion"] for p in result.predictions]  # the greedy solve is already done
+        records = selfcheck.solve_judge_reflect(generator, rows, args.rounds, initial=initial)
+        reflect = selfcheck.reflect_metrics(records)
+        result.metrics.update({f"reflect/{k}": v for k, v in reflect.items()})
+        selfcheck.write_jsonl(os.path.join(args.output_dir, "eval_reflect.jsonl"), records)
+    if args.judge:
+        import random
+
+        import torch
+
+        torch.manual_seed(args.seed)
+        sampler = selfcheck.hf_sampler(
+            model, tokenizer, args.max_new_tokens, args.temperature, args.batch_size, "judge candidates"
+        )
+        judge, tasks = selfcheck.judge_eval(
+            generator, rows, args.judge_samples, sampler, random.Random(args.seed)
+        )
+        result.metrics.update({f"judge/{k}": v for k, v in judge.items()})
+        selfcheck.write_jsonl(os.path.join(args.output_dir, "eval_judge.jsonl"), tasks)
     result.save(args.output_dir, "eval")
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
+    _print_metrics(result.metrics)
     print(f"predictions: {os.path.join(args.output_dir, 'eval_predictions.jsonl')}")
+
+
+def _generate_command(argv: list[str]) -> None:
+    import json
+
+    from posttrain import selfcheck
+    from posttrain.models import ModelConfig, load_model
+
+    parser = argparse.ArgumentParser(
+        prog="posttrain generate",
+        description="Greedy answers of a model to a data set, written to generations.jsonl; with --reflect, "
+        "SPARK's solve -> judge -> reflect loop. Accuracy is printed when the data has answers. "
+        "Extra --data.<field> flags set any DataConfig field (e.g. --data.answer_field null).",
+    )
+    _add_common_flags(parser, "runs/generate", "generations.jsonl and generate.json")
+    args, rest = parser.parse_known_args(argv)
+    _check_rounds(args)
+    if args.batch_size < 1:
+        raise PosttrainError(f"--batch_size must be >= 1, got {args.batch_size}.")
+    rows = [dict(r) for r in _load_split(args, rest, "generate")]
+    model, tokenizer = load_model(ModelConfig(name_or_path=args.model))
+    generator = selfcheck.hf_generator(model, tokenizer, args.max_new_tokens, args.batch_size, "generate")
+    if args.reflect:
+        records = selfcheck.solve_judge_reflect(generator, rows, args.rounds)
+        metrics = selfcheck.reflect_metrics(records)
+    else:
+        records = selfcheck.solve(generator, rows)
+        summary = selfcheck.reflect_metrics(records)
+        metrics = {
+            "n": summary["n"],
+            "n_labelled": summary["n_labelled"],
+            "accuracy": summary["accuracy_initial"],
+        }
+    selfcheck.write_jsonl(os.path.join(args.output_dir, "generations.jsonl"), records)
+    with open(os.path.join(args.output_dir, "generate.json"), "w") as f:
+        f.write(json.dumps(metrics, indent=2) + "\n")
+    _print_metrics(metrics)
+    print(f"generations: {os.path.join(args.output_dir, 'generations.jsonl')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda rest: __import__("posttrain.train", fromlist=["main"]).main(rest),
         "eval": _eval_command,
+        "generate": _generate_command,
         "vllm-serve": lambda rest: __import__("posttrain.rollout.server", fromlist=["main"]).main(rest),
     }
     if not argv or argv[0] in ("-h", "--help"):

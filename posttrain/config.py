@@ -32,6 +32,7 @@ from posttrain.data import DataConfig
 from posttrain.distributed import accelerate_precision, reconcile_precision
 from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
+from posttrain.recycle import SparkConfig
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
 
@@ -49,6 +50,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
         "mask_truncated_completions": True,
     },
     "gcpo": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
+    # SPARK (arXiv 2509.22624): GRPO with a k3 KL loss term of 0.001 (the authors' scripts).
+    "spark": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
 }
 
 # Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
@@ -60,6 +63,11 @@ METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
         {"name": "format", "weight": 0.5},
         {"name": "gcpo_contrastive", "weight": 0.5, "kwargs": {"epsilon": 0.05}},
         {"name": "length", "weight": 0.5, "kwargs": {"cap": 900}},
+    ],
+    # SPARK: the task's accuracy on the original prompts; judge verdicts and reflections on recycled ones.
+    "spark": [
+        {"name": "accuracy", "weight": 1.0, "tasks": ["solve"]},
+        {"name": "spark_judge", "weight": 1.0},
     ],
 }
 
@@ -85,8 +93,9 @@ class MethodConfig:
     """
 
     name: str = "grpo"
-    """``grpo``, ``dr_grpo``, ``dapo`` or ``gcpo``: fills TRL loss settings the trainer section leaves
-    unset; ``gcpo`` also fills the reward list when the recipe gives none (``METHOD_REWARDS``)."""
+    """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo`` or ``spark``: fills TRL loss settings the trainer section
+    leaves unset; ``gcpo`` and ``spark`` also fill the reward list when the recipe gives none
+    (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks (section ``spark``)."""
     sample_weight: str | None = None
     """A data column whose value multiplies each sample's policy loss (GUI-G1's per-question
     difficulty weight); null or missing in a row means 1. The column is carried from the data."""
@@ -168,6 +177,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "method": MethodConfig,
     "rollout": RolloutConfig,
+    "spark": SparkConfig,
     "eval": EvalConfig,
     "run": RunConfig,
 }
@@ -183,6 +193,7 @@ class Recipe:
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="accuracy")])
     method: MethodConfig = field(default_factory=MethodConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -193,7 +204,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("model", "peft", "data", "rewards", "method", "rollout", "trainer", "eval", "run"):
+        for name in ("model", "peft", "data", "rewards", "method", "rollout", "spark", "trainer", "eval", "run"):
             value = getattr(self, name)
             if name == "rewards":
                 out[name] = [dataclasses.asdict(r) for r in value]

@@ -59,6 +59,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "format": "rewards.format:format_reward",
     "length": "rewards.length:length",
     "gcpo_contrastive": "rewards.gcpo:GroupContrastive",
+    "spark_judge": "rewards.spark:spark_judge",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -280,6 +281,9 @@ class RewardSpec:
     """``raise``: a row that raises or scores NaN stops the run; ``skip``: it scores ``None``."""
     alias: str | None = None
     """Metric name (``rewards/<alias>/mean``); defaults to the last part of ``name``."""
+    tasks: list[str] | None = None
+    """Score only rows whose ``task`` column is one of these (a row without one is a ``solve`` row);
+    other rows get None. E.g. SPARK's ``accuracy`` applies to ``[solve]``, not to recycled tasks."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -305,6 +309,13 @@ class RewardSpec:
         if not isinstance(self.alias, str) or not self.alias.strip() or "/" in self.alias:
             raise ConfigError(
                 f"Reward {self.name!r}: `alias` must be a non-empty metric name without '/', got {self.alias!r}."
+            )
+        if self.tasks is not None and (
+            not isinstance(self.tasks, list) or not self.tasks or not all(isinstance(t, str) for t in self.tasks)
+        ):
+            raise ConfigError(
+                f"Reward {self.name!r}: `tasks` must be a non-empty list of task names (e.g. [solve]), got "
+                f"{self.tasks!r}."
             )
 
     @classmethod
@@ -338,7 +349,14 @@ class RewardPlugin:
     function; ``__name__`` is the metric name (``rewards/<name>/mean``).
     """
 
-    def __init__(self, fn: Callable, name: str, weight: float = 1.0, on_error: str = "raise"):
+    def __init__(
+        self,
+        fn: Callable,
+        name: str,
+        weight: float = 1.0,
+        on_error: str = "raise",
+        tasks: Sequence[str] | None = None,
+    ):
         if on_error not in ON_ERROR_CHOICES:
             raise ConfigError(f"Reward {name!r}: `on_error` must be one of {list(ON_ERROR_CHOICES)}.")
         self.fn = fn
@@ -348,12 +366,17 @@ class RewardPlugin:
         self.on_error = on_error
         self.is_group = is_group_reward(fn)
         self.is_stateful = is_stateful(fn)
+        self.tasks = tuple(tasks) if tasks is not None else None
 
     @classmethod
     def from_spec(cls, spec: RewardSpec) -> RewardPlugin:
         fn = load_reward(spec.name, **spec.kwargs)
         return cls(
-            fn, name=spec.alias or default_alias(spec.name), weight=spec.weight, on_error=spec.on_error
+            fn,
+            name=spec.alias or default_alias(spec.name),
+            weight=spec.weight,
+            on_error=spec.on_error,
+            tasks=spec.tasks,
         )
 
     def __repr__(self) -> str:
@@ -361,6 +384,15 @@ class RewardPlugin:
         return f"RewardPlugin({self.name!r}, weight={self.weight}, {kind}, on_error={self.on_error!r})"
 
     def __call__(
+        self, prompts: Sequence[Any] | None, completions: Sequence[Any], completion_ids=None, **kwargs: Any
+    ) -> list[float | None]:
+        scores = self._score(prompts, completions, completion_ids, **kwargs)
+        if self.tasks is None:
+            return scores
+        row_tasks = kwargs.get("task") or [None] * len(scores)
+        return [s if (t or "solve") in self.tasks else None for s, t in zip(scores, row_tasks, strict=True)]
+
+    def _score(
         self, prompts: Sequence[Any] | None, completions: Sequence[Any], completion_ids=None, **kwargs: Any
     ) -> list[float | None]:
         n = len(completions)

@@ -104,6 +104,34 @@ def _check_zero3_eval(recipe: Recipe) -> None:
         )
 
 
+def check_length_cap(recipe: Recipe, args) -> str | None:
+    """A warning when a ``length`` reward is only saturated by completions that get cut off.
+
+    Measured (bench/compare_methods.py, SmolLM2-135M): with ``cap`` = ``max_completion_length`` and
+    ``mask_truncated_completions``, truncated completions earn the most length reward and are masked
+    from the loss, yet raise their group's baseline, so every finished completion is pushed down; the
+    run collapsed to 100% truncated completions within 30 steps.
+    """
+    for spec in recipe.rewards:
+        cap = spec.kwargs.get("cap", 512) if spec.name == "length" else None
+        if cap is not None and args.mask_truncated_completions and cap >= args.max_completion_length:
+            return (
+                f"The length reward's cap ({cap} tokens) is not below max_completion_length "
+                f"({args.max_completion_length}) while mask_truncated_completions is on: only truncated "
+                "completions earn the full length reward, which pushes the policy towards being cut off. "
+                "Lower the cap (the GCPO paper: 900 of 1024)."
+            )
+    return None
+
+
+def _queue(recipe: Recipe):
+    """The trainer's prompt queue; SPARK's schedule, ratio and cap decide how it feeds batches."""
+    from posttrain.queue import GroupQueue
+
+    spark = recipe.spark
+    return GroupQueue(max_fraction=spark.ratio, schedule=spark.schedule, capacity=spark.queue_cap)
+
+
 def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     """Run one recipe end to end; returns the summary written to ``summary.json``.
 
@@ -133,6 +161,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
 
     args = recipe.grpo_config()
     plugins = build_reward_plugins(recipe.rewards)
+    warning = check_length_cap(recipe, args)
+    if warning:
+        logger.warning(warning)
     train_ds, eval_ds = load_datasets(recipe.data)
     if (recipe.eval.before or recipe.eval.after) and eval_ds is None:
         raise DataError(
@@ -174,7 +205,12 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
         callbacks=callbacks,
         advantage_transforms=transforms,
         loss_constant=recipe.method.loss_constant,
+        queue=_queue(recipe),
     )
+    if recipe.method.name == "spark":
+        from posttrain.recycle import Recycler
+
+        trainer.add_scored_hook(Recycler(recipe.spark, trainer.queue, log=trainer.log_metric))
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 

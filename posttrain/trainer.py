@@ -165,6 +165,10 @@ class PosttrainTrainer(GRPOTrainer):
     def add_scored_hook(self, fn: ScoredHook) -> None:
         self.scored_hooks.append(fn)
 
+    def log_metric(self, name: str, value: float) -> None:
+        """Log a scalar with this step's metrics (averaged over the logging interval), e.g. from a hook."""
+        self._metrics["train" if self.model.training else "eval"][name].append(float(value))
+
     @property
     def group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
@@ -237,6 +241,7 @@ class PosttrainTrainer(GRPOTrainer):
             group_size=self.group_size,
             process_slice=slice(index * n_local, (index + 1) * n_local),
             mode="train" if self.model.training else "eval",
+            extra={"global_step": self.state.global_step},
         )
 
     def _run_group_plugin(self, plugin: RewardPlugin, batch: ScoredBatch) -> torch.Tensor:
@@ -283,9 +288,7 @@ class PosttrainTrainer(GRPOTrainer):
     def _take_queued(self, inputs: list[dict]) -> list[dict]:
         g = self.num_generations
         n_groups = len(inputs) * self.accelerator.num_processes // g
-        # At least one group whenever the queue is allowed a share, so a one-group batch still drains it.
-        share = int(n_groups * self.queue.max_fraction)
-        k = min(len(self.queue), max(share, 1) if self.queue.max_fraction > 0 else 0)
+        k = self.queue.take_count(n_groups)  # the same on every process: each holds the same queue
         if k == 0:
             return inputs
         queued = self.queue.pop(k)

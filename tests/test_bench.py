@@ -129,3 +129,24 @@ def test_compare_methods(bench, tiny_model, tmp_path, capsys):
     assert result["before_match"]
     assert (tmp_path / "gcpo.png").is_file()
     assert headline["gcpo_after"] == pytest.approx(result["gcpo"]["after"]["accuracy_greedy"], abs=1e-3)
+
+
+def test_compare_methods_spark(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "spark.json"
+    argv = [
+        "--model", tiny_model, "--device", "cpu", "--methods", "grpo", "spark", "--steps", "2",
+        "--budget", "60", "--eval_size", "4", "--warmup_steps", "0", "--runs_dir", str(tmp_path / "runs"),
+        "--out", str(out), "--run.plot", "false", *TINY_FLAGS,
+    ]  # fmt: skip
+    bench("compare_methods").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == ["grpo_after", "spark_after", "grpo_judge", "spark_judge", "spark_reflect"]
+    assert all(0.0 <= v <= 1.0 for v in headline.values())
+    result = json.loads(out.read_text())
+    assert result["spark"]["method"] == "spark"
+    assert [r["name"] for r in result["spark"]["rewards"]] == ["accuracy", "spark_judge"]
+    for arm in ("grpo", "spark"):
+        assert {"judge", "reflect"} <= set(result[arm]["selfcheck"])
+        assert result[arm]["selfcheck"]["reflect"]["n"] == 4
+    assert "tasks/solve/count" in result["spark"]["curves"]

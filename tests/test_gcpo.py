@@ -9,7 +9,9 @@ visible in the table itself.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +209,55 @@ def test_length_correct_only_without_answers_is_an_error():
         length(["4"], cap=2, correct_only=True)
     with pytest.raises(RewardError, match="correct_only"):
         load_reward("length", correct_only="yes")(["4"], answer=["4"])
+
+
+# -- the shipped recipe, shrunk to two CPU steps ---------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+# The CPU-shrinking flags of recipes/gcpo_geometry.yaml's header (the model swapped for the tiny one).
+SHRINK = (
+    "--rollout.engine hf --max_steps 2 --data.size 16 --per_device_train_batch_size 8 --num_generations 4 "
+    "--steps_per_generation 1 --max_completion_length 16 --gradient_checkpointing false "
+    "--eval.before false --eval.after false"
+).split()
+
+
+def test_gcpo_recipe_header_documents_the_shrink_flags():
+    header = (REPO / "recipes" / "gcpo_geometry.yaml").read_text()
+    for flag in SHRINK[::2]:
+        assert flag in header, flag
+
+
+def test_gcpo_recipe_trains_two_steps_on_cpu(tiny_model, tmp_path, monkeypatch):
+    from posttrain import cli
+
+    monkeypatch.chdir(REPO)  # the recipe names data/math500/geometry.jsonl relative to the repository
+    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    out = tmp_path / "gcpo"
+    argv = ["train", "recipes/gcpo_geometry.yaml", *SHRINK, "--model.name_or_path", tiny_model]
+    assert cli.main([*argv, "--output_dir", str(out)]) == 0
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [entry for entry in logs if "loss" in entry]
+    assert len(steps) == 2
+    for entry in steps:
+        for name in ("accuracy", "format", "gcpo_contrastive", "length"):
+            assert f"rewards/{name}/mean" in entry, name
+        shares = entry["gcpo/mask_pos"] + entry["gcpo/mask_neg"] + entry["gcpo/mask_zero"]
+        assert shares == pytest.approx(1.0)
+    resolved = (out / "recipe.yaml").read_text()
+    assert "gcpo_contrastive" in resolved and "advanced_geometry" in resolved
+
+
+@pytest.mark.parametrize(("cap", "mask", "warns"), [(24, True, True), (12, True, False), (24, False, False)])
+def test_length_cap_at_the_budget_with_masked_truncation_warns(tmp_path, cap, mask, warns):
+    from posttrain.config import load_recipe
+    from posttrain.train import check_length_cap
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "data: {generator: chain_sum}\n"
+        f"rewards: [{{name: length, kwargs: {{cap: {cap}}}}}]\n"
+        f"trainer: {{max_completion_length: 24, mask_truncated_completions: {str(mask).lower()}}}\n"
+    )
+    recipe = load_recipe(path)
+    assert (check_length_cap(recipe, recipe.grpo_config()) is not None) == warns

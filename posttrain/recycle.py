@@ -1,0 +1,217 @@
+"""SPARK's recycler: every scored step's rollouts become judge and reflection tasks for the same model.
+
+SPARK (arXiv 2509.22624; ``../shared/methods/spark-gcpo.md`` section 1.4) keeps the rollouts of each
+RLVR step and their verified correctness, and turns each prompt's group into new verifiable prompts:
+
+    all correct  -> pointwise judgement of rollout 0's answer, labelled correct
+    all wrong    -> pointwise judgement of a random wrong answer, labelled wrong
+    mixed        -> pointwise (``pointwise_share``, 30%) of a random answer of a random class,
+                    or pairwise (70%) correct vs wrong, the order randomised
+    any wrong    -> reflection on a wrong rollout: its full text for the first half of the batch's
+                    groups, its final answer only for the second half; target = the ground truth
+
+Judge prompts show the final answer only (as the reference code does). At most ``judge_cap`` judge
+and ``reflect_cap`` reflection tasks are kept per step (a random subset). Recycled rows carry
+``task`` (``pointwise`` | ``pairwise`` | ``reflection``), ``judge_label`` (``Yes``/``No``/``A``/``B``
+for judge tasks) and, for reflection, the original ``answer``/``verifier``; they go into the
+trainer's :class:`~posttrain.queue.GroupQueue` and are trained later as whole groups with the same
+objective (``spark_judge`` scores them). Recycled tasks are not recycled again.
+
+The recycler is a scored hook: it sees the batch gathered from every process, and its random draws
+are seeded by ``(spark.seed, global step)``, so every process builds the same tasks.
+
+    recycler = Recycler(SparkConfig(), trainer.queue, log=trainer.log_metric)
+    trainer.add_scored_hook(recycler)
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from posttrain.errors import ConfigError
+from posttrain.rewards import completion_text
+from posttrain.spark import templates
+from rewards.math import extract_answer, score
+
+SOLVE = "solve"
+TASKS = ("pointwise", "pairwise", "reflection")
+SCHEDULES = ("phase", "interleave")
+
+
+@dataclass
+class SparkConfig:
+    """SPARK co-training (used with ``method: spark``): what is recycled, how much, and when it trains."""
+
+    pointwise_share: float = 0.3
+    """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
+    judge_cap: int = 32
+    """Most judge tasks (pointwise + pairwise) kept per step."""
+    reflect_cap: int = 32
+    """Most reflection tasks kept per step (0: no reflection tasks)."""
+    schedule: str = "phase"
+    """``phase``: once the queue holds a whole batch of tasks, the next batch is only recycled tasks
+    (SPARK's separate auxiliary phase), alternating with normal batches; ``interleave``: every batch
+    takes up to ``ratio`` of its groups from the queue."""
+    ratio: float = 0.5
+    """``interleave``: the largest share of a batch's groups taken from the queue."""
+    queue_cap: int = 4096
+    """Tasks waiting at most; beyond it the oldest are dropped (logged as ``recycle/dropped``)."""
+    seed: int = 0
+    """Seed of the random choices (mixed with the step, identical on every process)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pointwise_share <= 1:
+            raise ConfigError(f"spark.pointwise_share must be in [0, 1], got {self.pointwise_share}.")
+        for name in ("judge_cap", "reflect_cap", "queue_cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"spark.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
+        if not 0 < self.ratio <= 1:
+            raise ConfigError(f"spark.ratio must be in (0, 1], got {self.ratio}.")
+
+
+@dataclass
+class Rollout:
+    """One completion of a prompt's group, as the recycler needs it."""
+
+    text: str
+    answer: str | None
+    correct: bool
+
+
+def _row(source: dict[str, Any], text: str, task: str, label: str | None, step: int, n: int) -> dict[str, Any]:
+    reflect = task == "reflection"
+    return {
+        "prompt": [{"role": "user", "content": text}],
+        "question": source.get("question") if reflect else text,
+        # Judge rows have no math answer: `accuracy` must not score a verdict against it.
+        "answer": source.get("answer") if reflect else None,
+        "verifier": (source.get("verifier") or "") if reflect else "",
+        "id": f"{source.get('id')}/{task}/{step}/{n}",
+        "task": task,
+        "judge_label": label,
+    }
+
+
+def judge_task(
+    source: dict[str, Any], rollouts: Sequence[Rollout], rng: random.Random, pointwise_share: float
+) -> tuple[str, str, str] | None:
+    """One judge task for a group: ``(task, prompt text, label)``, or None when no answer can be shown."""
+    question = source.get("question") or ""
+    right = [r for r in rollouts if r.correct and r.answer is not None]
+    wrong = [r for r in rollouts if not r.correct and r.answer is not None]
+    if all(r.correct for r in rollouts):
+        if rollouts[0].answer is None:
+            return None
+        return ("pointwise", *templates.pointwise(question, rollouts[0].answer, True, rng))
+    if not any(r.correct for r in rollouts):
+        if not wrong:
+            return None
+        return ("pointwise", *templates.pointwise(question, rng.choice(wrong).answer, False, rng))
+    if rng.random() < pointwise_share:
+        correct = rng.random() < 0.5  # the label class first, uniformly, then a rollout of it
+        pool = right if correct else wrong
+        if not pool:
+            return None
+        return ("pointwise", *templates.pointwise(question, rng.choice(pool).answer, correct, rng))
+    if not right or not wrong:
+        return None
+    return ("pairwise", *templates.pairwise(question, rng.choice(right).answer, rng.choice(wrong).answer, rng))
+
+
+def reflection_task(
+    source: dict[str, Any], rollouts: Sequence[Rollout], mode: str, rng: random.Random
+) -> str | None:
+    """A reflection prompt on one wrong rollout (``mode`` cot: its text; answer: its final answer)."""
+    question = source.get("question") or ""
+    if mode == "cot":
+        wrong = [r for r in rollouts if not r.correct]
+        return templates.reflection(question, rng.choice(wrong).text, "cot", rng) if wrong else None
+    wrong = [r for r in rollouts if not r.correct and r.answer is not None]
+    return templates.reflection(question, rng.choice(wrong).answer, "answer", rng) if wrong else None
+
+
+def build_tasks(
+    groups: Sequence[tuple[dict[str, Any], Sequence[Rollout]]], cfg: SparkConfig, rng: random.Random, step: int
+) -> tuple[list[dict[str, Any]], Counter]:
+    """Recycled rows for one step's solve groups (``(source row, rollouts)`` each), and counts."""
+    stats: Counter = Counter()
+    judge, reflect = [], []
+    half = (len(groups) + 1) // 2
+    for i, (source, rollouts) in enumerate(groups):
+        made = judge_task(source, rollouts, rng, cfg.pointwise_share)
+        if made is not None:
+            judge.append(_row(source, made[1], made[0], made[2], step, i))
+        if cfg.reflect_cap:
+            text = reflection_task(source, rollouts, "cot" if i < half else "answer", rng)
+            if text is not None:
+                reflect.append(_row(source, text, "reflection", None, step, i))
+    for rows, cap, name in ((judge, cfg.judge_cap, "judge"), (reflect, cfg.reflect_cap, "reflection")):
+        if len(rows) > cap:
+            stats[f"capped_{name}"] += len(rows) - cap
+            keep = sorted(rng.sample(range(len(rows)), cap))
+            rows[:] = [rows[k] for k in keep]
+    for row in (*judge, *reflect):
+        stats[row["task"]] += 1
+    return [*judge, *reflect], stats
+
+
+class Recycler:
+    """Scored hook: turn each training batch's solve groups into SPARK tasks and queue them."""
+
+    def __init__(self, cfg: SparkConfig, queue, log: Callable[[str, float], None] | None = None):
+        self.cfg = cfg
+        self.queue = queue
+        self.log = log
+
+    def __call__(self, batch) -> None:
+        step = int(batch.extra.get("global_step", 0))
+        tasks = [row.get("task") or SOLVE for row in batch.rows]
+        g = batch.group_size
+        groups, skipped = [], 0
+        for start in range(0, len(batch.rows), g):
+            source = batch.rows[start]
+            if tasks[start] != SOLVE:
+                continue  # recycled tasks are trained, not recycled again (as in the reference)
+            if source.get("answer") is None and not source.get("verifier"):
+                skipped += 1  # no ground truth: correctness, and so every label, is unknown
+                continue
+            rollouts = []
+            for text in map(completion_text, batch.completions[start : start + g]):
+                ok = score(text, source.get("answer"), source.get("verifier") or None) >= 1.0
+                rollouts.append(Rollout(text=text, answer=extract_answer(text), correct=ok))
+            groups.append((source, rollouts))
+        rng = random.Random(f"{self.cfg.seed}:{step}")
+        rows, stats = build_tasks(groups, self.cfg, rng, step)
+        self.queue.put(rows)
+        if self.log is not None:
+            self._log(batch, tasks, stats, skipped)
+
+    def _log(self, batch, tasks: list[str], stats: Counter, skipped: int) -> None:
+        g = batch.group_size
+        in_batch = Counter(tasks[::g])  # prompts (groups) of each task in the batch just trained
+        for task in (SOLVE, *TASKS):
+            self.log(f"tasks/{task}/count", float(in_batch.get(task, 0)))
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            if rows:  # the task's own reward: accuracy for solve/reflection, the verdict for judging
+                values = [v for v in (_first_score(batch.rewards_per_func[i]) for i in rows) if v is not None]
+                if values:
+                    self.log(f"tasks/{task}/score", sum(values) / len(values))
+        for task in TASKS:
+            self.log(f"recycle/made_{task}", float(stats.get(task, 0)))
+        self.log("recycle/skipped_no_answer", float(skipped))
+        self.log("recycle/queue_size", float(len(self.queue)))
+        self.log("recycle/dropped", float(self.queue.dropped))
+
+
+def _first_score(values) -> float | None:
+    for v in values.tolist():
+        if v == v:  # not NaN
+            return v
+    return None
