@@ -204,7 +204,18 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("model", "peft", "data", "rewards", "method", "rollout", "spark", "trainer", "eval", "run"):
+        for name in (
+            "model",
+            "peft",
+            "data",
+            "rewards",
+            "method",
+            "rollout",
+            "spark",
+            "trainer",
+            "eval",
+            "run",
+        ):
             value = getattr(self, name)
             if name == "rewards":
                 out[name] = [dataclasses.asdict(r) for r in value]

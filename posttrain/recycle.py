@@ -85,7 +85,9 @@ class Rollout:
     correct: bool
 
 
-def _row(source: dict[str, Any], text: str, task: str, label: str | None, step: int, n: int) -> dict[str, Any]:
+def _row(
+    source: dict[str, Any], text: str, task: str, label: str | None, step: int, n: int
+) -> dict[str, Any]:
     reflect = task == "reflection"
     return {
         "prompt": [{"role": "user", "content": text}],
@@ -122,7 +124,10 @@ def judge_task(
         return ("pointwise", *templates.pointwise(question, rng.choice(pool).answer, correct, rng))
     if not right or not wrong:
         return None
-    return ("pairwise", *templates.pairwise(question, rng.choice(right).answer, rng.choice(wrong).answer, rng))
+    return (
+        "pairwise",
+        *templates.pairwise(question, rng.choice(right).answer, rng.choice(wrong).answer, rng),
+    )
 
 
 def reflection_task(
@@ -138,7 +143,10 @@ def reflection_task(
 
 
 def build_tasks(
-    groups: Sequence[tuple[dict[str, Any], Sequence[Rollout]]], cfg: SparkConfig, rng: random.Random, step: int
+    groups: Sequence[tuple[dict[str, Any], Sequence[Rollout]]],
+    cfg: SparkConfig,
+    rng: random.Random,
+    step: int,
 ) -> tuple[list[dict[str, Any]], Counter]:
     """Recycled rows for one step's solve groups (``(source row, rollouts)`` each), and counts."""
     stats: Counter = Counter()

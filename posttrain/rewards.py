@@ -311,7 +311,9 @@ class RewardSpec:
                 f"Reward {self.name!r}: `alias` must be a non-empty metric name without '/', got {self.alias!r}."
             )
         if self.tasks is not None and (
-            not isinstance(self.tasks, list) or not self.tasks or not all(isinstance(t, str) for t in self.tasks)
+            not isinstance(self.tasks, list)
+            or not self.tasks
+            or not all(isinstance(t, str) for t in self.tasks)
         ):
             raise ConfigError(
                 f"Reward {self.name!r}: `tasks` must be a non-empty list of task names (e.g. [solve]), got "

@@ -53,13 +53,17 @@ def batch_of(groups: list[list[str]], rows: list[dict] | None = None) -> ScoredB
 
 def test_all_correct_is_pointwise_on_rollout_zero_labelled_correct():
     for seed in range(20):
-        task, text, label = judge_task(source(), rollouts(RIGHT, RIGHT, RIGHT, RIGHT), random.Random(seed), 0.3)
+        task, text, label = judge_task(
+            source(), rollouts(RIGHT, RIGHT, RIGHT, RIGHT), random.Random(seed), 0.3
+        )
         assert task == "pointwise" and label in ("Yes", "A") and "<Answer>:\n4\n" in text
 
 
 def test_all_wrong_is_pointwise_on_a_wrong_answer_labelled_wrong():
     for seed in range(20):
-        task, text, label = judge_task(source(), rollouts(BLANK, WRONG, BLANK, WRONG), random.Random(seed), 0.3)
+        task, text, label = judge_task(
+            source(), rollouts(BLANK, WRONG, BLANK, WRONG), random.Random(seed), 0.3
+        )
         assert task == "pointwise" and label in ("No", "B") and "<Answer>:\n5\n" in text
     # Nothing to show a judge: no task.
     assert judge_task(source(), rollouts(BLANK, BLANK, BLANK, BLANK), random.Random(0), 0.3) is None
@@ -68,7 +72,9 @@ def test_all_wrong_is_pointwise_on_a_wrong_answer_labelled_wrong():
 def test_mixed_groups_are_thirty_percent_pointwise_and_pairwise_otherwise():
     kinds, positions = [], []
     for seed in range(400):
-        task, text, label = judge_task(source(), rollouts(RIGHT, WRONG, RIGHT, WRONG), random.Random(seed), 0.3)
+        task, text, label = judge_task(
+            source(), rollouts(RIGHT, WRONG, RIGHT, WRONG), random.Random(seed), 0.3
+        )
         kinds.append(task)
         if task == "pairwise":
             # The label is where the correct answer (4) was put.
@@ -179,7 +185,11 @@ def test_reward_tasks_filter_routes_rows():
 
 @pytest.mark.parametrize(
     "spark, phrase",
-    [({"schedule": "both"}, "spark.schedule"), ({"judge_cap": -1}, "spark.judge_cap"), ({"ratio": 0}, "spark.ratio")],
+    [
+        ({"schedule": "both"}, "spark.schedule"),
+        ({"judge_cap": -1}, "spark.judge_cap"),
+        ({"ratio": 0}, "spark.ratio"),
+    ],
 )
 def test_spark_settings_are_checked(tmp_path, spark, phrase):
     path = tmp_path / "r.yaml"
@@ -219,12 +229,22 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "setup_logging", lambda: None)
     out = tmp_path / "spark"
     # Short answers from the tiny model: every group is wrong, so pointwise "No" and reflection tasks.
-    flags = [*SHRINK, "--max_completion_length", "16", "--model.name_or_path", tiny_model, "--output_dir", str(out)]
+    flags = [
+        *SHRINK,
+        "--max_completion_length",
+        "16",
+        "--model.name_or_path",
+        tiny_model,
+        "--output_dir",
+        str(out),
+    ]
     assert cli.main(["train", "recipes/spark_math.yaml", *flags]) == 0
     steps = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(steps) == 3
     solve = [m["tasks/solve/count"] for m in steps]
-    recycled = [m["tasks/pointwise/count"] + m["tasks/pairwise/count"] + m["tasks/reflection/count"] for m in steps]
+    recycled = [
+        m["tasks/pointwise/count"] + m["tasks/pairwise/count"] + m["tasks/reflection/count"] for m in steps
+    ]
     # Phase schedule: solve, then a whole batch of recycled tasks, then solve again.
     assert solve == [2.0, 0.0, 2.0] and recycled == [0.0, 2.0, 0.0]
     assert steps[0]["recycle/made_pointwise"] + steps[0]["recycle/made_pairwise"] >= 1
