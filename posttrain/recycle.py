@@ -11,7 +11,8 @@ RLVR step and their verified correctness, and turns each prompt's group into new
                     groups, its final answer only for the second half; target = the ground truth
 
 Judge prompts show the final answer only (as the reference code does). At most ``judge_cap`` judge
-and ``reflect_cap`` reflection tasks are kept per step (a random subset). Recycled rows carry
+and ``reflect_cap`` reflection tasks are kept per step (a random subset; by default half the batch's
+prompts each, like the reference's 32 + 32 per 64 prompts). Recycled rows carry
 ``task`` (``pointwise`` | ``pairwise`` | ``reflection``), ``judge_label`` (``Yes``/``No``/``A``/``B``
 for judge tasks) and, for reflection, the original ``answer``/``verifier``; they go into the
 trainer's :class:`~posttrain.queue.GroupQueue` and are trained later as whole groups with the same
@@ -48,10 +49,11 @@ class SparkConfig:
 
     pointwise_share: float = 0.3
     """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
-    judge_cap: int = 32
-    """Most judge tasks (pointwise + pairwise) kept per step."""
-    reflect_cap: int = 32
-    """Most reflection tasks kept per step (0: no reflection tasks)."""
+    judge_cap: int | None = None
+    """Most judge tasks (pointwise + pairwise) kept per step; null: half the batch's prompts (the
+    reference: 32 of 64), so that judge + reflection tasks never outgrow what a phase consumes."""
+    reflect_cap: int | None = None
+    """Most reflection tasks kept per step (0: none; null: half the batch's prompts)."""
     schedule: str = "phase"
     """``phase``: once the queue holds a whole batch of tasks, the next batch is only recycled tasks
     (SPARK's separate auxiliary phase), alternating with normal batches; ``interleave``: every batch
@@ -68,6 +70,8 @@ class SparkConfig:
             raise ConfigError(f"spark.pointwise_share must be in [0, 1], got {self.pointwise_share}.")
         for name in ("judge_cap", "reflect_cap", "queue_cap"):
             value = getattr(self, name)
+            if value is None and name != "queue_cap":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
         if self.schedule not in SCHEDULES:
@@ -147,20 +151,27 @@ def build_tasks(
     cfg: SparkConfig,
     rng: random.Random,
     step: int,
+    batch_groups: int | None = None,
 ) -> tuple[list[dict[str, Any]], Counter]:
-    """Recycled rows for one step's solve groups (``(source row, rollouts)`` each), and counts."""
+    """Recycled rows for one step's solve groups (``(source row, rollouts)`` each), and counts.
+
+    ``batch_groups``: prompts in the batch (default ``len(groups)``), for the default caps.
+    """
     stats: Counter = Counter()
     judge, reflect = [], []
     half = (len(groups) + 1) // 2
+    default_cap = max(1, (batch_groups or len(groups)) // 2)
+    judge_cap = default_cap if cfg.judge_cap is None else cfg.judge_cap
+    reflect_cap = default_cap if cfg.reflect_cap is None else cfg.reflect_cap
     for i, (source, rollouts) in enumerate(groups):
         made = judge_task(source, rollouts, rng, cfg.pointwise_share)
         if made is not None:
             judge.append(_row(source, made[1], made[0], made[2], step, i))
-        if cfg.reflect_cap:
+        if reflect_cap:
             text = reflection_task(source, rollouts, "cot" if i < half else "answer", rng)
             if text is not None:
                 reflect.append(_row(source, text, "reflection", None, step, i))
-    for rows, cap, name in ((judge, cfg.judge_cap, "judge"), (reflect, cfg.reflect_cap, "reflection")):
+    for rows, cap, name in ((judge, judge_cap, "judge"), (reflect, reflect_cap, "reflection")):
         if len(rows) > cap:
             stats[f"capped_{name}"] += len(rows) - cap
             keep = sorted(rng.sample(range(len(rows)), cap))
@@ -196,7 +207,7 @@ class Recycler:
                 rollouts.append(Rollout(text=text, answer=extract_answer(text), correct=ok))
             groups.append((source, rollouts))
         rng = random.Random(f"{self.cfg.seed}:{step}")
-        rows, stats = build_tasks(groups, self.cfg, rng, step)
+        rows, stats = build_tasks(groups, self.cfg, rng, step, batch_groups=len(batch.rows) // g)
         self.queue.put(rows)
         if self.log is not None:
             self._log(batch, tasks, stats, skipped)

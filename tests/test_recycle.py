@@ -93,7 +93,7 @@ def test_mixed_groups_are_thirty_percent_pointwise_and_pairwise_otherwise():
 
 def test_reflection_uses_full_text_for_the_first_half_and_answers_for_the_second():
     groups = [(source(i), rollouts(RIGHT, WRONG, RIGHT, RIGHT)) for i in range(4)]
-    rows, stats = build_tasks(groups, SparkConfig(), random.Random(0), step=3)
+    rows, stats = build_tasks(groups, SparkConfig(judge_cap=32, reflect_cap=32), random.Random(0), step=3)
     reflect = [r for r in rows if r["task"] == "reflection"]
     assert len(reflect) == 4 and stats["reflection"] == 4
     for i, row in enumerate(reflect):
@@ -249,3 +249,11 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
     assert solve == [2.0, 0.0, 2.0] and recycled == [0.0, 2.0, 0.0]
     assert steps[0]["recycle/made_pointwise"] + steps[0]["recycle/made_pairwise"] >= 1
     assert "rewards/spark_judge/mean" in steps[1]
+
+
+def test_default_caps_are_half_the_batch_so_phases_keep_up():
+    groups = [(source(i), rollouts(RIGHT, WRONG, WRONG, WRONG)) for i in range(8)]
+    rows, stats = build_tasks(groups, SparkConfig(), random.Random(0), step=0)
+    assert sum(r["task"] != "reflection" for r in rows) == 4 and sum(r["task"] == "reflection" for r in rows) == 4
+    # Made per solve batch <= one batch of groups, which is what the next phase consumes.
+    assert len(rows) <= len(groups)
