@@ -254,6 +254,9 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
 def test_default_caps_are_half_the_batch_so_phases_keep_up():
     groups = [(source(i), rollouts(RIGHT, WRONG, WRONG, WRONG)) for i in range(8)]
     rows, stats = build_tasks(groups, SparkConfig(), random.Random(0), step=0)
-    assert sum(r["task"] != "reflection" for r in rows) == 4 and sum(r["task"] == "reflection" for r in rows) == 4
+    assert (
+        sum(r["task"] != "reflection" for r in rows) == 4
+        and sum(r["task"] == "reflection" for r in rows) == 4
+    )
     # Made per solve batch <= one batch of groups, which is what the next phase consumes.
     assert len(rows) <= len(groups)
