@@ -60,6 +60,8 @@ BUILTIN_REWARDS: dict[str, str] = {
     "length": "rewards.length:length",
     "gcpo_contrastive": "rewards.gcpo:GroupContrastive",
     "spark_judge": "rewards.spark:spark_judge",
+    "ttrl_majority": "rewards.ttrl:ttrl_majority",
+    "ttrv_frequency": "rewards.ttrl:ttrv_frequency",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")
