@@ -86,22 +86,38 @@ def generate(
     return out
 
 
-def majority_answer(answers: list[str | None]) -> tuple[str | None, float]:
-    """The most common answer (equivalence by :func:`answers_match`) and its vote share."""
-    clusters: list[tuple[str, int]] = []
+def clusters(answers: list[str | None]) -> list[int | None]:
+    """Cluster index of each answer by equivalence (:func:`answers_match`), numbered by first appearance;
+    None for a missing answer.
+
+    >>> clusters(["0.5", None, "\\\\frac{1}{2}", "3"])
+    [0, None, 0, 1]
+    """
+    reps: list[str] = []
+    out: list[int | None] = []
     for ans in answers:
         if ans is None:
+            out.append(None)
             continue
-        for i, (rep, count) in enumerate(clusters):
+        for k, rep in enumerate(reps):
             if ans == rep or answers_match(ans, rep):
-                clusters[i] = (rep, count + 1)
+                out.append(k)
                 break
         else:
-            clusters.append((ans, 1))
-    if not clusters:
+            reps.append(ans)
+            out.append(len(reps) - 1)
+    return out
+
+
+def majority_answer(answers: list[str | None]) -> tuple[str | None, float]:
+    """The most common answer (equivalence by :func:`answers_match`) and its vote share."""
+    ids = clusters(answers)
+    voted = [k for k in ids if k is not None]
+    if not voted:
         return None, 0.0
-    rep, count = max(clusters, key=lambda c: c[1])  # max keeps the first of equal counts
-    return rep, count / len(answers)
+    counts = [voted.count(k) for k in range(max(voted) + 1)]
+    best = counts.index(max(counts))  # the first of equal counts
+    return answers[ids.index(best)], counts[best] / len(answers)
 
 
 def is_correct(text: str, row: dict[str, Any]) -> bool:

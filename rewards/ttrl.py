@@ -36,33 +36,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from posttrain.errors import RewardError
-from posttrain.evaluation import majority_answer
+from posttrain.evaluation import clusters
 from posttrain.rewards import completion_text, group_reward
 from rewards.math import answers_match, extract_answer, normalize_gsm8k
 
 ENTROPY_MODES = ("group", "sample")
-
-
-def clusters(answers: Sequence[str | None]) -> list[int | None]:
-    """Cluster index of each answer by mathematical equivalence, in order of first appearance.
-
-    >>> clusters(["0.5", None, "\\\\frac{1}{2}", "3"])
-    [0, None, 0, 1]
-    """
-    reps: list[str] = []
-    out: list[int | None] = []
-    for ans in answers:
-        if ans is None:
-            out.append(None)
-            continue
-        for k, rep in enumerate(reps):
-            if ans == rep or answers_match(ans, rep):
-                out.append(k)
-                break
-        else:
-            reps.append(ans)
-            out.append(len(reps) - 1)
-    return out
 
 
 def _truth(answer: Any) -> str | None:
@@ -100,12 +78,18 @@ def _diagnostics(
 def majority_hits(group: Sequence[str | None]) -> tuple[str | None, float, list[float]]:
     """(majority answer, its vote share, 1.0/0.0 per answer: equal to it or not) for one group.
 
+    Answers are clustered once by equivalence; the largest cluster wins, the first seen on a tie.
+
     >>> majority_hits(["2", "3", "2.0", None])
     ('2', 0.5, [1.0, 0.0, 1.0, 0.0])
     """
-    label, share = majority_answer(list(group))  # equivalence clusters, first seen wins a tie
-    ids = clusters([label, *group])  # the label is cluster 0
-    return label, share, [1.0 if label is not None and k == 0 else 0.0 for k in ids[1:]]
+    ids = clusters(list(group))
+    voted = [k for k in ids if k is not None]
+    if not voted:
+        return None, 0.0, [0.0] * len(group)
+    counts = [voted.count(k) for k in range(max(voted) + 1)]
+    best = counts.index(max(counts))
+    return group[ids.index(best)], counts[best] / len(group), [1.0 if k == best else 0.0 for k in ids]
 
 
 @group_reward

@@ -11,9 +11,13 @@ import json
 import pytest
 import reasoning_gym
 
+import posttrain.advantages
+import posttrain.evaluation
 import rewards.format
+import rewards.gcpo
 import rewards.length
 import rewards.math
+import rewards.ttrl
 from posttrain.errors import RewardError
 from posttrain.rewards import RewardPlugin, load_reward
 from rewards.format import format_reward
@@ -21,7 +25,18 @@ from rewards.length import length
 from rewards.math import accuracy, answers_match, extract_answer, normalize_gsm8k, score
 
 
-@pytest.mark.parametrize("module", [rewards.math, rewards.format, rewards.length])
+@pytest.mark.parametrize(
+    "module",
+    [
+        rewards.math,
+        rewards.format,
+        rewards.length,
+        rewards.gcpo,
+        rewards.ttrl,
+        posttrain.advantages,
+        posttrain.evaluation,
+    ],
+)
 def test_docstring_examples(module):
     # The docstring examples (inputs and expected scores) are part of the documentation: keep them true.
     result = doctest.testmod(module)
