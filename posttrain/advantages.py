@@ -11,6 +11,7 @@ no std division (Dr.GRPO, GUI-G1)            ``trainer.scale_rewards: none``    
 group mean / batch std                       ``trainer.scale_rewards: batch``           :func:`group_advantages`
 per-sample loss weight (GUI-G1's ``rate``)    ``method.sample_weight: <column>``         :func:`weight_samples`
 sequence-sum loss / constant (GUI-G1: 64)    ``method.loss_constant: 64``               :func:`sequence_sum_loss`
+vote on G samples, train on k (TTRL)         ``method.train_samples: k``                :func:`vote_subset`
 ===========================================  =========================================  =====================
 
 The three advantage scalings are computed by TRL's ``GRPOTrainer`` itself; :func:`group_advantages`
@@ -109,6 +110,36 @@ def constant_loss_scale(max_completion_length: int, constant: float) -> float:
     if constant <= 0:
         raise ValueError(f"constant must be > 0, got {constant}.")
     return max_completion_length / constant
+
+
+def vote_subset(n_rows: int, group_size: int, keep: int) -> torch.Tensor:
+    """Row indices of the ``keep`` samples of each group that are trained on; all ``group_size`` vote.
+
+    TTRL (arXiv 2504.16084) samples 64 completions per question, votes on all of them and trains on 32.
+    Samples are i.i.d., so any fixed subset is a random one; every ``group_size // keep``-th row is
+    taken rather than the first ``keep`` so that, when a group is spread over several processes, each
+    keeps the same number of rows (the first ``keep`` would leave some processes with none).
+
+    >>> vote_subset(8, 4, 2).tolist()
+    [0, 2, 4, 6]
+    """
+    if keep < 1 or group_size % keep or n_rows % group_size:
+        raise ValueError(
+            f"keep ({keep}) must divide group_size ({group_size}), which must divide n_rows ({n_rows})."
+        )
+    return torch.arange(0, n_rows, group_size // keep)
+
+
+def combined_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, F) rewards -> (N,) weighted sums; NaN where every reward was None (TRL's sum_then_normalize).
+
+    >>> nan = float("nan")
+    >>> combined_rewards(torch.tensor([[1.0, nan], [nan, nan]]), torch.tensor([1.0, 0.5])).tolist()[0]
+    1.0
+    """
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return rewards
 
 
 def check_weight(value: Any, row_id: Any, column: str) -> float:

@@ -7,6 +7,9 @@
                                                         + SPARK self-reflection / the model as a judge
     posttrain generate --model M --data D [--reflect --rounds 2]
                                                         answers (and self-reflections) to generations.jsonl
+    posttrain adapt --model M --data questions.jsonl [--reward ttrl|ttrv] [--n_votes 16 --n_train 8]
+                    [--steps N | --time_budget 10m] [--lora | --full] [--merge] --output_dir OUT
+                                                        test-time RL on unlabeled questions (posttrain.testtime)
     posttrain vllm-serve --model M [--engine vllm|hf] [--port 8000] [--tensor_parallel_size N]
                                                         a rollout server for `rollout.mode: server` runs
 
@@ -220,12 +223,78 @@ def _generate_command(argv: list[str]) -> None:
     print(f"generations: {os.path.join(args.output_dir, 'generations.jsonl')}")
 
 
+def _adapt_command(argv: list[str]) -> None:
+    from posttrain import testtime
+    from posttrain.config import parse_flags
+
+    parser = argparse.ArgumentParser(
+        prog="posttrain adapt",
+        description="Adapt a model to unlabeled questions with test-time RL (TTRL majority vote or TTRV "
+        "frequency + entropy), then answer them by majority vote. Extra `--section.key value` flags set any "
+        "recipe key (e.g. --trainer.learning_rate 5e-5 --data.instruction 'Answer with a number.').",
+    )
+    parser.add_argument("--model", help="hub id, local folder, .gguf file or 'embedded' (the default)")
+    parser.add_argument("--data", required=True, help="questions: JSONL/JSON/parquet file or HF dataset name")
+    parser.add_argument("--recipe", help="a YAML recipe to start from (e.g. recipes/ttrl_math.yaml)")
+    parser.add_argument("--reward", choices=testtime.REWARDS, help="ttrl (majority vote, default) or ttrv")
+    parser.add_argument("--n_votes", type=int, help="samples per question that vote (TTRL: 64; default 16)")
+    parser.add_argument("--n_train", type=int, help="of those, trained on (TTRL: 32; default n_votes / 2)")
+    parser.add_argument(
+        "--k", type=int, help="samples per question for the before/after vote (default n_votes)"
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimizer steps (default 20)")
+    budget.add_argument("--time_budget", help="stop after this wall time, e.g. 10m")
+    lora = parser.add_mutually_exclusive_group()
+    lora.add_argument(
+        "--lora", dest="lora", action="store_true", default=None, help="train a LoRA adapter (default)"
+    )
+    lora.add_argument("--full", dest="lora", action="store_false", help="fine-tune all weights instead")
+    parser.add_argument(
+        "--merge", action="store_true", help="also save the base model with the adapter merged"
+    )
+    parser.add_argument("--question_field", help="the column holding the questions (default: question)")
+    parser.add_argument("--answer_field", help="the column holding labels, if any (default: answer)")
+    parser.add_argument(
+        "--skip_long", action="store_true", help="leave out questions too long for the context"
+    )
+    parser.add_argument("--output_dir", help="where everything goes (default runs/adapt)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="write into a folder that holds a run")
+    args, rest = parser.parse_known_args(argv)
+    for name in ("n_votes", "n_train", "k", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PosttrainError(f"--{name} must be a positive integer, got {value}.")
+    flags = {name: getattr(args, name) for name in testtime.FLAG_KEYS if name != "data"}
+    flags["data"] = args.data
+    if args.steps is None and args.time_budget is not None:
+        flags["trainer.max_steps"] = 10**9  # the budget ends the run
+    if args.lora is not None:
+        flags["peft.enabled"] = args.lora
+    for name in ("question_field", "answer_field"):
+        if getattr(args, name) is not None:
+            flags[f"data.{name}"] = getattr(args, name)
+    if args.resume:
+        flags["run.resume"] = True
+    if args.overwrite:
+        flags["run.overwrite"] = True
+    flags.update(parse_flags(rest))
+    recipe = testtime.build_recipe(args.recipe, flags)
+    metrics = testtime.adapt(recipe, skip_long=args.skip_long, merge=args.merge)
+    print(testtime.format_metrics(metrics))
+    print(f"predictions: {recipe.output_dir / 'predictions.jsonl'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "train": lambda rest: __import__("posttrain.train", fromlist=["main"]).main(rest),
         "eval": _eval_command,
         "generate": _generate_command,
+        "adapt": _adapt_command,
         "vllm-serve": lambda rest: __import__("posttrain.rollout.server", fromlist=["main"]).main(rest),
     }
     if not argv or argv[0] in ("-h", "--help"):

@@ -52,6 +52,10 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "gcpo": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
     # SPARK (arXiv 2509.22624): GRPO with a k3 KL loss term of 0.001 (the authors' scripts).
     "spark": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
+    # TTRL (arXiv 2504.16084) and TTRV (arXiv 2510.06783): GRPO with a k3 KL loss of 0.001 (both
+    # papers' verl scripts); votes vs trained samples are method.train_samples.
+    "ttrl": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
+    "ttrv": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
 }
 
 # Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
@@ -68,6 +72,12 @@ METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
     "spark": [
         {"name": "accuracy", "weight": 1.0, "tasks": ["solve"]},
         {"name": "spark_judge", "weight": 1.0},
+    ],
+    # Test-time RL: no labels; the group's agreement with itself. TTRV's entropy term in its per-sample
+    # form (rewards/ttrl.py): the paper's group form is a constant per group that GRPO removes.
+    "ttrl": [{"name": "ttrl_majority", "weight": 1.0}],
+    "ttrv": [
+        {"name": "ttrv_frequency", "weight": 1.0, "kwargs": {"entropy_weight": 0.75, "entropy": "sample"}}
     ],
 }
 
@@ -93,15 +103,19 @@ class MethodConfig:
     """
 
     name: str = "grpo"
-    """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo`` or ``spark``: fills TRL loss settings the trainer section
-    leaves unset; ``gcpo`` and ``spark`` also fill the reward list when the recipe gives none
-    (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks (section ``spark``)."""
+    """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo``, ``spark``, ``ttrl`` or ``ttrv``: fills TRL loss settings the
+    trainer section leaves unset; ``gcpo``, ``spark``, ``ttrl`` and ``ttrv`` also fill the reward list when
+    the recipe gives none (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks
+    (section ``spark``)."""
     sample_weight: str | None = None
     """A data column whose value multiplies each sample's policy loss (GUI-G1's per-question
     difficulty weight); null or missing in a row means 1. The column is carried from the data."""
     loss_constant: float | None = None
     """Sequence-sum loss divided by this constant (GUI-G1: 64) instead of a per-sequence token mean;
     TRL's ``dr_grpo`` loss with the constant in place of ``max_completion_length``."""
+    train_samples: int | None = None
+    """Train on this many of each prompt's ``num_generations`` samples; all of them vote (group rewards
+    see the whole group). TTRL: 64 generations, 32 trained. Must divide num_generations."""
 
     def __post_init__(self) -> None:
         if self.name not in METHOD_PRESETS:
@@ -111,6 +125,14 @@ class MethodConfig:
         ):
             raise ConfigError(
                 f"method.sample_weight must name a data column (e.g. sample_weight), got {self.sample_weight!r}."
+            )
+        if self.train_samples is not None and (
+            isinstance(self.train_samples, bool)
+            or not isinstance(self.train_samples, int)
+            or self.train_samples < 2
+        ):
+            raise ConfigError(
+                f"method.train_samples must be an integer >= 2 (samples trained per prompt), got {self.train_samples!r}."
             )
         if self.loss_constant is not None:
             ok = isinstance(self.loss_constant, int | float) and not isinstance(self.loss_constant, bool)
@@ -490,9 +512,21 @@ def _resolve_flag(key: str) -> tuple[str, str]:
     raise _unknown_key_error(key, "the command-line flags")
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
-    """Load a YAML recipe and apply command-line overrides (defaults < YAML < flags)."""
-    sections = _shorthands(read_yaml(path) if path is not None else {})
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    sections: dict[str, Any] | None = None,
+) -> Recipe:
+    """Load a YAML recipe and apply command-line overrides (defaults < YAML < flags).
+
+    ``sections`` (a recipe already in memory, e.g. a command's built-in defaults) is used instead of
+    reading ``path``, which then only names it in messages.
+    """
+    if sections is not None:
+        sections = _shorthands(copy.deepcopy(sections))
+    else:
+        sections = _shorthands(read_yaml(path) if path is not None else {})
     flags = parse_flags(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in flags.items():
         section, name = _resolve_flag(key)

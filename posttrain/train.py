@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from posttrain.config import Recipe, load_recipe, parse_duration
@@ -132,10 +133,19 @@ def _queue(recipe: Recipe):
     return GroupQueue(max_fraction=spark.ratio, schedule=spark.schedule, capacity=spark.queue_cap)
 
 
-def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
+def run(
+    recipe: Recipe,
+    callbacks: list | None = None,
+    *,
+    train_dataset=None,
+    evaluate: Callable[[Any, Any, str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Run one recipe end to end; returns the summary written to ``summary.json``.
 
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. a benchmark's timer).
+    ``train_dataset`` replaces the rows of ``recipe.data`` (already loaded and checked by the caller);
+    ``evaluate(model, tokenizer, name) -> metrics`` replaces the held-out evaluation of ``eval.before``
+    / ``eval.after`` (``posttrain adapt`` evaluates on the questions it adapts to).
     """
     from accelerate import PartialState
 
@@ -164,12 +174,20 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
     warning = check_length_cap(recipe, args)
     if warning:
         logger.warning(warning)
-    train_ds, eval_ds = load_datasets(recipe.data)
-    if (recipe.eval.before or recipe.eval.after) and eval_ds is None:
-        raise DataError(
-            "The recipe asks for held-out evaluation (eval.before/after) but the data has no held-out split. "
-            "Set data.eval_size (e.g. 200) or data.eval_path."
-        )
+    if train_dataset is not None:
+        train_ds, eval_ds = train_dataset, None
+    else:
+        train_ds, eval_ds = load_datasets(recipe.data)
+    if evaluate is None:
+        if (recipe.eval.before or recipe.eval.after) and eval_ds is None:
+            raise DataError(
+                "The recipe asks for held-out evaluation (eval.before/after) but the data has no held-out "
+                "split. Set data.eval_size (e.g. 200) or data.eval_path."
+            )
+
+        def evaluate(model, tokenizer, name):
+            return evaluate_held_out(recipe, model, tokenizer, eval_ds, args, name)
+
     with state.main_process_first():  # the first process converts a GGUF; the others reuse the folder
         resolve_model_path(recipe.model.name_or_path, recipe.model.gguf_file, revision=recipe.model.revision)
     # Every process loads at once: under ZeRO-3 building the model is itself a collective.
@@ -177,7 +195,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
 
     evals: dict[str, dict] = {}
     if recipe.eval.before and checkpoint is None and state.is_main_process:
-        evals["before"] = evaluate_held_out(recipe, model, tokenizer, eval_ds, args, "before")
+        evals["before"] = evaluate(model, tokenizer, "before")
     elif (out / "eval_before.json").exists():
         evals["before"] = json.loads((out / "eval_before.json").read_text())
 
@@ -205,6 +223,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
         callbacks=callbacks,
         advantage_transforms=transforms,
         loss_constant=recipe.method.loss_constant,
+        train_samples=recipe.method.train_samples,
         queue=_queue(recipe),
     )
     if recipe.method.name == "spark":
@@ -228,7 +247,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> dict[str, Any]:
 
     if state.is_main_process:
         if recipe.eval.after:
-            evals["after"] = evaluate_held_out(recipe, trainer.model, tokenizer, eval_ds, args, "after")
+            evals["after"] = evaluate(trainer.model, tokenizer, "after")
         if recipe.run.plot:
             plot_curves(out / "metrics.jsonl", out / "training_curves.png", evals or None)
     summary = {

@@ -15,6 +15,9 @@ One training step, and where each hook sits::
 - Stateful reward plugins and the queue are saved in every checkpoint and restored on resume.
 - ``loss_constant``: the sequence-sum loss divided by a constant (GUI-G1), from TRL's ``dr_grpo``
   loss rescaled (:mod:`posttrain.advantages`).
+- ``train_samples``: vote on all ``num_generations`` samples of a prompt, train on ``train_samples`` of
+  them (TTRL's 64 votes / 32 trained): group rewards see the whole group, then the batch is cut to the
+  subset and its advantages are recomputed over the trained samples alone.
 - Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``
   (+ ``time/sync`` with a rollout engine).
 - A **rollout engine** (:mod:`posttrain.rollout`; vLLM colocated or behind a server) replaces TRL's
@@ -42,7 +45,8 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
-from posttrain.advantages import constant_loss_scale
+from posttrain.advantages import combined_rewards, constant_loss_scale, group_advantages, vote_subset
+from posttrain.errors import ConfigError
 from posttrain.queue import GroupQueue, inject_groups
 from posttrain.rewards import RewardPlugin
 from posttrain.rollout.base import RolloutEngine, SamplingSettings
@@ -110,6 +114,7 @@ class PosttrainTrainer(GRPOTrainer):
         queue: GroupQueue | None = None,
         rollout_engine: RolloutEngine | None = None,
         loss_constant: float | None = None,
+        train_samples: int | None = None,
         **kwargs,
     ):
         if not reward_plugins:
@@ -137,6 +142,9 @@ class PosttrainTrainer(GRPOTrainer):
             )
         if rollout_engine is not None:
             self.set_rollout_engine(rollout_engine)
+        self.train_samples = train_samples
+        if train_samples is not None:
+            self._check_train_samples(train_samples)
         self.loss_constant = loss_constant
         if loss_constant is not None:
             if self.loss_type != "dr_grpo":
@@ -149,6 +157,26 @@ class PosttrainTrainer(GRPOTrainer):
                     "loss_constant cannot be combined with TRL's entropy bonus (entropy_coef): the rescaling "
                     "would scale the bonus too. Unset one of them."
                 )
+
+    def _check_train_samples(self, k: int) -> None:
+        g = self.num_generations
+        if not 2 <= k <= g or g % k:
+            raise ConfigError(
+                f"method.train_samples ({k}) must be between 2 and num_generations ({g}) and divide it: every "
+                f"prompt votes with {g} samples and trains on {k} of them (TTRL: 64 and 32)."
+            )
+        stride = g // k
+        if self.args.per_device_train_batch_size % stride:
+            raise ConfigError(
+                f"per_device_train_batch_size ({self.args.per_device_train_batch_size}) counts voting samples and "
+                f"must be a multiple of num_generations / train_samples ({stride}), so that every step trains on "
+                f"whole samples; e.g. per_device_train_batch_size {g}."
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ConfigError(
+                "method.train_samples recomputes the advantages of the trained samples with "
+                "multi_objective_aggregation: sum_then_normalize (the default); remove the other setting."
+            )
 
     def set_rollout_engine(self, engine: RolloutEngine | None) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
@@ -225,7 +253,7 @@ class PosttrainTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _needs_gathered_batch(self) -> bool:
-        hooks = self.advantage_transforms or self.loss_mask_hooks or self.scored_hooks
+        hooks = self.advantage_transforms or self.loss_mask_hooks or self.scored_hooks or self.train_samples
         return bool(hooks) or any(p.is_group for p in self.reward_plugins)
 
     def _gather_batch(self, inputs, prompts, completions, completion_ids, rewards_per_func) -> ScoredBatch:
@@ -264,6 +292,8 @@ class PosttrainTrainer(GRPOTrainer):
             inputs = self._take_queued(inputs)
         output = super()._generate_and_score_completions(inputs)
         batch = self._scored
+        if batch is not None and batch.mode == "train" and self.train_samples is not None:
+            output, batch = self._keep_train_subset(output, batch)
         # Timed even when there is nothing to do, so every run logs the same phases.
         with self.timer("adv"):
             if batch is not None:  # None: plain GRPO, no transform or mask to apply
@@ -284,6 +314,43 @@ class PosttrainTrainer(GRPOTrainer):
                 with self.timer("recycle"):
                     hook(batch)
         return output
+
+    def _keep_train_subset(self, output: dict[str, Any], batch: ScoredBatch) -> tuple[dict, ScoredBatch]:
+        """Cut a voted batch (group_size rows per prompt) to the ``train_samples`` rows trained on."""
+        k, n = self.train_samples, len(batch.rows)
+        keep = vote_subset(n, batch.group_size, k)
+        stride = batch.group_size // k
+        rewards = combined_rewards(batch.rewards_per_func, self.reward_weights)
+        advantages = group_advantages(rewards[keep], k, self.scale_rewards)
+        start, stop = batch.process_slice.start, batch.process_slice.stop
+        local = torch.arange(0, stop - start, stride)  # start is a multiple of the stride (checked at init)
+        n_local = stop - start
+        out = {}
+        for key, value in output.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == n_local:
+                out[key] = value[local.to(value.device)]
+            elif isinstance(value, list) and len(value) == n_local:
+                out[key] = [value[i] for i in local.tolist()]
+            else:
+                out[key] = value
+        new_slice = slice(start // stride, stop // stride)
+        out["advantages"] = advantages[new_slice].to(output["advantages"].device)
+        mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        out["num_items_in_batch"] = gather(mask.sum()).sum()  # dapo/bnpo normalise by trained tokens
+        subset = ScoredBatch(
+            rows=[batch.rows[i] for i in keep.tolist()],
+            prompts=[batch.prompts[i] for i in keep.tolist()],
+            completions=[batch.completions[i] for i in keep.tolist()],
+            completion_ids=[batch.completion_ids[i] for i in keep.tolist()],
+            rewards_per_func=batch.rewards_per_func[keep.to(batch.rewards_per_func.device)],
+            reward_names=batch.reward_names,
+            group_size=k,
+            process_slice=new_slice,
+            mode=batch.mode,
+            extra={**batch.extra, "votes": batch},
+        )
+        self._scored = subset
+        return out, subset
 
     def _take_queued(self, inputs: list[dict]) -> list[dict]:
         g = self.num_generations
