@@ -62,6 +62,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "spark_judge": "rewards.spark:spark_judge",
     "ttrl_majority": "rewards.ttrl:ttrl_majority",
     "ttrv_frequency": "rewards.ttrl:ttrv_frequency",
+    "pay_per_search": "rewards.search:PayPerSearch",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")
