@@ -150,3 +150,18 @@ def test_compare_methods_spark(bench, tiny_model, tmp_path, capsys):
         assert {"judge", "reflect"} <= set(result[arm]["selfcheck"])
         assert result[arm]["selfcheck"]["reflect"]["n"] == 4
     assert "tasks/solve/count" in result["spark"]["curves"]
+
+
+def test_testtime(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "testtime.json"
+    argv = [
+        "--model", tiny_model, "--questions", "4", "--n_votes", "4", "--n_train", "2", "--k", "4",
+        "--steps", "1", "--max_tokens", "8", "--runs_dir", str(tmp_path / "runs"), "--out", str(out),
+    ]  # fmt: skip
+    bench("testtime").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == ["greedy_before", "greedy_after", "maj_before", "maj_after", "label_accuracy"]
+    result = json.loads(out.read_text())
+    assert result["metrics"]["steps"] == 1 and result["metrics"]["labelled"] is True
+    assert headline["maj_after"] == pytest.approx(result["metrics"]["after"]["maj@4"], abs=1e-3)
