@@ -155,6 +155,23 @@ def check_prompt_lengths(
     return kept
 
 
+def check_batch_fits(recipe: Recipe, n_questions: int) -> None:
+    """A generation batch needs that many questions; with fewer, TRL's sampler yields no batch at all."""
+    import os
+
+    t = recipe.trainer
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    steps = t.get("steps_per_generation") or t.get("gradient_accumulation_steps", 1)  # TRL's default
+    rows = t.get("per_device_train_batch_size", 8) * steps
+    needed = rows * processes // max(t.get("num_generations", 8), 1)
+    if n_questions < needed:
+        raise AdaptationError(
+            f"Each generation batch samples {needed} questions, but there are only {n_questions}. Lower "
+            "--trainer.steps_per_generation or --trainer.per_device_train_batch_size (they count voting "
+            "samples), or give more questions."
+        )
+
+
 def model_context(model_path: str) -> int | None:
     from transformers import AutoConfig
 
@@ -336,6 +353,7 @@ def adapt(recipe: Recipe, skip_long: bool = False, merge: bool = False) -> dict[
     completion = recipe.eval.max_new_tokens or recipe.trainer.get("max_completion_length", 256)
     if context is not None:
         rows = check_prompt_lengths(rows, tokenizer, context, completion, skip_long)
+    check_batch_fits(recipe, len(rows))
     out = recipe.output_dir
     if not recipe.run.resume:
         out.mkdir(parents=True, exist_ok=True)

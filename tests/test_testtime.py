@@ -173,3 +173,8 @@ def test_bad_flag_values(tiny_model, questions, tmp_path, capsys):
     assert "train_samples (3)" in err
     err = run_error(tiny_model, questions, tmp_path / "run", capsys, "--k", "0")
     assert "--k must be a positive integer" in err
+
+
+def test_fewer_questions_than_a_generation_batch(tiny_model, questions, tmp_path, capsys):
+    err = run_error(tiny_model, questions, tmp_path / "run", capsys, "--trainer.steps_per_generation", "8")
+    assert "samples 8 questions, but there are only 4" in err
