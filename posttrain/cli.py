@@ -5,11 +5,15 @@
                                                         greedy / mean@k / maj@k accuracy + predictions
                   [--reflect --rounds 2] [--judge --judge_samples 4]
                                                         + SPARK self-reflection / the model as a judge
+                  [--search --retriever URL|corpus.jsonl --known_samples 4]
+                                                        exact match with the search tool, abstention without
     posttrain generate --model M --data D [--reflect --rounds 2]
                                                         answers (and self-reflections) to generations.jsonl
     posttrain adapt --model M --data questions.jsonl [--reward ttrl|ttrv] [--n_votes 16 --n_train 8]
                     [--steps N | --time_budget 10m] [--lora | --full] [--merge] --output_dir OUT
                                                         test-time RL on unlabeled questions (posttrain.testtime)
+    posttrain retriever serve [--corpus C.jsonl] [--port 8001] [--host 127.0.0.1]
+                                                        the BM25 search tool over HTTP (`search.retriever: URL`)
     posttrain vllm-serve --model M [--engine vllm|hf] [--port 8000] [--tensor_parallel_size N]
                                                         a rollout server for `rollout.mode: server` runs
 
@@ -123,7 +127,23 @@ def _eval_command(argv: list[str]) -> None:
         help="score the model as a pointwise/pairwise judge of its own samples",
     )
     parser.add_argument("--judge_samples", type=int, default=4, help="samples per question for --judge")
+    parser.add_argument(
+        "--search",
+        action="store_true",
+        help="MASH: exact match / F1 / searches with the search tool, abstention with it removed",
+    )
+    parser.add_argument("--retriever", help="--search: a corpus .jsonl or a retriever URL (default: SQuAD)")
+    parser.add_argument("--top_k", type=int, default=3, help="--search: passages per search")
+    parser.add_argument(
+        "--max_searches", type=int, default=5, help="--search: searches answered per question"
+    )
+    parser.add_argument(
+        "--known_samples", type=int, default=4, help="--search: no-tool samples per question for `known`"
+    )
     args, rest = parser.parse_known_args(argv)
+    if args.search:
+        _search_eval(args, rest)
+        return
     EvalConfig(num_samples=args.num_samples, batch_size=args.batch_size)  # validates
     _check_rounds(args)
     if args.judge and args.judge_samples < 2:
@@ -183,6 +203,43 @@ def _eval_command(argv: list[str]) -> None:
     result.save(args.output_dir, "eval")
     _print_metrics(result.metrics)
     print(f"predictions: {os.path.join(args.output_dir, 'eval_predictions.jsonl')}")
+
+
+def _search_eval(args: argparse.Namespace, rest: list[str]) -> None:
+    from posttrain.data import DataConfig, load_datasets
+    from posttrain.models import ModelConfig, load_model
+    from posttrain.retrieval.config import SearchConfig
+    from posttrain.rollout.tools import SEARCH_PROMPT
+    from posttrain.search_eval import evaluate_search
+
+    if args.reflect or args.judge:
+        raise PosttrainError("--search cannot be combined with --reflect or --judge; run them separately.")
+    if args.known_samples < 0:
+        raise PosttrainError(f"--known_samples must be >= 0 (0 skips it), got {args.known_samples}.")
+    search = SearchConfig(
+        enabled=True, retriever=args.retriever, top_k=args.top_k, max_searches=args.max_searches
+    )
+    data_kwargs = _data_flags(rest, "eval")
+    if args.data:
+        data_kwargs["path"] = args.data
+    if "prompt_template" not in data_kwargs and "instruction" not in data_kwargs:
+        data_kwargs["prompt_template"] = SEARCH_PROMPT
+    train_ds, eval_ds = load_datasets(DataConfig(**data_kwargs))
+    dataset = eval_ds if (args.split == "eval" and eval_ds is not None) else train_ds
+    model, tokenizer = load_model(ModelConfig(name_or_path=args.model))
+    result = evaluate_search(
+        model,
+        tokenizer,
+        list(dataset),
+        search,
+        args.max_new_tokens,
+        batch_size=args.batch_size,
+        known_samples=args.known_samples,
+        seed=args.seed,
+    )
+    result.save(args.output_dir, "eval_search")
+    _print_metrics(result.metrics)
+    print(f"predictions: {os.path.join(args.output_dir, 'eval_search_predictions.jsonl')}")
 
 
 def _generate_command(argv: list[str]) -> None:
@@ -295,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _eval_command,
         "generate": _generate_command,
         "adapt": _adapt_command,
+        "retriever": lambda rest: __import__(
+            "posttrain.retrieval.server", fromlist=["main"]
+        ).retriever_command(rest),
         "vllm-serve": lambda rest: __import__("posttrain.rollout.server", fromlist=["main"]).main(rest),
     }
     if not argv or argv[0] in ("-h", "--help"):

@@ -33,6 +33,7 @@ from posttrain.distributed import accelerate_precision, reconcile_precision
 from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
 from posttrain.recycle import SparkConfig
+from posttrain.retrieval.config import SearchConfig
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
 
@@ -56,6 +57,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # papers' verl scripts); votes vs trained samples are method.train_samples.
     "ttrl": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
     "ttrv": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
+    # MASH (arXiv 2510.01152): GRPO with group normalisation and no KL (its verl config).
+    "mash": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
 }
 
 # Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
@@ -79,6 +82,8 @@ METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
     "ttrv": [
         {"name": "ttrv_frequency", "weight": 1.0, "kwargs": {"entropy_weight": 0.75, "entropy": "sample"}}
     ],
+    # MASH: exact match x lam^(searches - fewest searches of a correct answer); lam 0.5 (single-hop).
+    "mash": [{"name": "pay_per_search", "weight": 1.0, "kwargs": {"lam": 0.5, "penalty": "exp"}}],
 }
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
@@ -103,10 +108,10 @@ class MethodConfig:
     """
 
     name: str = "grpo"
-    """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo``, ``spark``, ``ttrl`` or ``ttrv``: fills TRL loss settings the
-    trainer section leaves unset; ``gcpo``, ``spark``, ``ttrl`` and ``ttrv`` also fill the reward list when
-    the recipe gives none (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks
-    (section ``spark``)."""
+    """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo``, ``spark``, ``ttrl``, ``ttrv`` or ``mash``: fills TRL loss
+    settings the trainer section leaves unset; all but the first three also fill the reward list when the
+    recipe gives none (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks
+    (section ``spark``); ``mash`` needs the search tool loop (section ``search``)."""
     sample_weight: str | None = None
     """A data column whose value multiplies each sample's policy loss (GUI-G1's per-question
     difficulty weight); null or missing in a row means 1. The column is carried from the data."""
@@ -200,6 +205,7 @@ SECTIONS: dict[str, type] = {
     "method": MethodConfig,
     "rollout": RolloutConfig,
     "spark": SparkConfig,
+    "search": SearchConfig,
     "eval": EvalConfig,
     "run": RunConfig,
 }
@@ -216,6 +222,7 @@ class Recipe:
     method: MethodConfig = field(default_factory=MethodConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -234,6 +241,7 @@ class Recipe:
             "method",
             "rollout",
             "spark",
+            "search",
             "trainer",
             "eval",
             "run",
@@ -397,6 +405,17 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
     method = kwargs.get("method", MethodConfig())
     if "rewards" not in sections and method.name in METHOD_REWARDS:
         kwargs["rewards"] = [RewardSpec.from_dict(copy.deepcopy(r)) for r in METHOD_REWARDS[method.name]]
+    if method.name == "mash" and not kwargs.get("search", SearchConfig()).enabled:
+        raise ConfigError(
+            f"method mash (pay-per-search) in {where} trains with the search tool: add `search: {{enabled: true}}` "
+            "(see recipes/mash_search.yaml)."
+        )
+    search = kwargs.get("search", SearchConfig())
+    data = kwargs["data"]
+    if search.enabled and data.prompt_template is None and not data.instruction:
+        from posttrain.rollout.tools import SEARCH_PROMPT  # how to search and answer, around each question
+
+        kwargs["data"] = dataclasses.replace(data, prompt_template=SEARCH_PROMPT)
     column = method.sample_weight
     if column is not None and column not in kwargs["data"].keep_columns:
         data = kwargs["data"]  # carry the column from the source (replace() re-runs the checks)

@@ -91,6 +91,25 @@ def evaluate_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str
     return result.metrics
 
 
+def evaluate_search_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
+    """Held-out evaluation of a search-tool run (:mod:`posttrain.search_eval`); saves ``eval_<name>.json``."""
+    from posttrain.search_eval import evaluate_search
+
+    result = evaluate_search(
+        model,
+        tokenizer,
+        list(eval_ds),
+        recipe.search,
+        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
+        batch_size=recipe.eval.batch_size,
+        known_samples=0,  # the abstention read-off without "known": `posttrain eval --search` adds it
+        seed=args.seed,
+    )
+    result.save(recipe.output_dir, f"eval_{name}")
+    logger.info("Held-out %s: %s", name, result.metrics)
+    return result.metrics
+
+
 def _check_zero3_eval(recipe: Recipe) -> None:
     """Held-out evaluation runs on the main process alone, which cannot use ZeRO-3's sharded weights."""
     import os
@@ -123,6 +142,19 @@ def check_length_cap(recipe: Recipe, args) -> str | None:
                 "Lower the cap (the GCPO paper: 900 of 1024)."
             )
     return None
+
+
+def _search_rollout(recipe: Recipe, args):
+    """The multi-turn search tool loop as TRL's ``rollout_func`` when ``search.enabled`` (else None)."""
+    if not recipe.search.enabled:
+        return None
+    from posttrain.rollout.tools import make_rollout_func
+
+    tool = recipe.search.make_tool()
+    if hasattr(tool, "wait_until_ready"):  # a retrieval server: fail at start, not at the first search
+        tool.wait_until_ready(60)
+    config = recipe.search.tool_config(args.max_completion_length)
+    return make_rollout_func(tool, config, format_documents=recipe.search.formatter())
 
 
 def _queue(recipe: Recipe):
@@ -186,6 +218,8 @@ def run(
             )
 
         def evaluate(model, tokenizer, name):
+            if recipe.search.enabled:  # exact match with the search tool, searches, abstention
+                return evaluate_search_held_out(recipe, model, tokenizer, eval_ds, args, name)
             return evaluate_held_out(recipe, model, tokenizer, eval_ds, args, name)
 
     with state.main_process_first():  # the first process converts a GGUF; the others reuse the folder
@@ -225,6 +259,7 @@ def run(
         loss_constant=recipe.method.loss_constant,
         train_samples=recipe.method.train_samples,
         queue=_queue(recipe),
+        rollout_func=_search_rollout(recipe, args),
     )
     if recipe.method.name == "spark":
         from posttrain.recycle import Recycler

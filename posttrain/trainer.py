@@ -216,14 +216,22 @@ class PosttrainTrainer(GRPOTrainer):
             raise ValueError(
                 "The posttrain rollout engines generate text only; images need rollout.engine: hf."
             )
-        if self.state.global_step != self._engine_step:
-            with self.timer("sync"):
-                engine.sync_weights(self.model_wrapped)  # every process: ZeRO-3 gathers are collective
-            self._engine_step = self.state.global_step
+        self._sync_engine_if_stale()
         # TRL repeats each prompt once per generation already, so one sample per row.
         rollouts = engine.generate(prompt_ids, 1, self._sampling_settings())
         engine.sleep()
         return rollouts.completion_ids, rollouts.logprobs
+
+    def _sync_engine_if_stale(self) -> None:
+        """Copy the current weights into the rollout engine once per optimizer step (also called by
+        multi-turn rollout functions, which TRL runs instead of ``_generate_single_turn``)."""
+        if self.rollout_engine is None or self.state.global_step == self._engine_step:
+            return
+        with self.timer("sync"):
+            self.rollout_engine.sync_weights(
+                self.model_wrapped
+            )  # every process: ZeRO-3 gathers are collective
+        self._engine_step = self.state.global_step
 
     def _sampling_settings(self) -> SamplingSettings:
         settings = SamplingSettings.from_args(self.args)

@@ -30,7 +30,7 @@ small even for data sets of millions of questions. Rows of one call with the sam
 like one group, as MASH groups rollouts by question text.
 
 The search count comes from the rollout, not the text: the recipe's search tool loop passes
-``num_searches`` (one int per completion) to the reward, as it does for ``rollout.tools: search``.
+``num_searches`` (one int per completion) to the reward (recipe section ``search: {enabled: true}``).
 
 Recipe entry (a group-level, stateful plugin):
 
@@ -188,7 +188,7 @@ def _search_counts(num_searches: Any, n: int) -> list[int]:
         raise RewardError(
             "pay_per_search needs the number of searches of each completion (`num_searches`), which the "
             "recipe's search tool loop passes to the rewards. Run it with the search tool rollout "
-            "(`rollout.tools: search` in the recipe)."
+            "(`search: {enabled: true}` in the recipe, as in recipes/mash_search.yaml)."
         )
     if hasattr(num_searches, "tolist"):
         num_searches = num_searches.tolist()  # a tensor or array from the rollout

@@ -45,7 +45,14 @@ def make_trainer(
     tiny_model, data_path, plugins, out: Path, cls: type = PosttrainTrainer, data_kwargs=None, **kwargs
 ) -> PosttrainTrainer:
     """A trainer with tiny settings; ``kwargs`` go to the trainer (hooks, queue) or to GRPOConfig."""
-    hook_names = ("advantage_transforms", "loss_mask_hooks", "scored_hooks", "queue", "loss_constant", "train_samples")
+    hook_names = (
+        "advantage_transforms",
+        "loss_mask_hooks",
+        "scored_hooks",
+        "queue",
+        "loss_constant",
+        "train_samples",
+    )
     hooks = {k: kwargs.pop(k) for k in hook_names if k in kwargs}
     settings = {
         "output_dir": str(out),

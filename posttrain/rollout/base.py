@@ -35,6 +35,10 @@ class SamplingSettings:
     """Seed for this call's sampling; None = the engine's running generator."""
     logprobs: bool = True
     """Return the sampled tokens' log-probabilities (after temperature, as the sampler saw them)."""
+    stop: list[str] | None = None
+    """Stop a completion right after the first occurrence of any of these strings, which is kept in the
+    output (its last token too, with any text that token carries past the string). None = no stop strings.
+    The multi-turn tool loop (``posttrain.rollout.tools``) stops each turn at ``</search>``/``</answer>``."""
 
     @classmethod
     def from_args(cls, args: Any) -> SamplingSettings:

@@ -28,6 +28,34 @@ def cut_at_eos(ids: list[int], eos: list[int], pad_id: int | None) -> list[int]:
     return ids
 
 
+def stop_end(context: list[int], ids: list[int], stop: list[str], tokenizer) -> int | None:
+    """Length of the shortest prefix of ``ids`` whose text completes one of the ``stop`` strings, or None.
+
+    The token that completes a stop string is kept, as transformers' ``StopStringCriteria`` stops after
+    it. ``context`` (the prompt's last tokens) lets a stop string begin before the completion, which that
+    criterion also allows; an occurrence counts only if it ends inside ``ids``. A binary search over
+    prefixes (a string found in a prefix stays found in longer ones): log2(len(ids)) decodes per row.
+    With a character tokenizer, the ids of ``"ab</s>cd"`` and ``stop=["</s>"]`` give 6.
+    """
+    start = len(tokenizer.decode(context, skip_special_tokens=False)) if context else 0
+
+    def found(k: int) -> bool:
+        text = tokenizer.decode(context + ids[:k], skip_special_tokens=False)
+        # An occurrence ending after `start` begins at or after start - len(s) + 1.
+        return any(text.find(s, max(0, start - len(s) + 1)) != -1 for s in stop)
+
+    if not ids or not found(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if found(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 class HFEngine:
     """``generate`` by transformers; ``batch_size`` prompts (times ``n``) per forward batch."""
 
@@ -52,6 +80,7 @@ class HFEngine:
             repetition_penalty=s.repetition_penalty,
             max_new_tokens=s.max_tokens,
             min_new_tokens=s.min_tokens or None,
+            stop_strings=list(s.stop) if s.stop else None,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
         )
@@ -66,17 +95,34 @@ class HFEngine:
         self.model.eval()
         repeated = [p for p in prompt_ids for _ in range(n)]
         completions: list[list[int]] = []
+        # transformers needs the tokenizer to match stop strings against token text.
+        extra = {"tokenizer": self.tokenizer} if sampling.stop else {}
         try:
             for start in range(0, len(repeated), self.batch_size):
                 chunk = repeated[start : start + self.batch_size]
                 ids, mask = _left_pad(chunk, self.pad_id, device)
-                out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-                for row in out[:, ids.shape[1] :].tolist():
-                    completions.append(cut_at_eos(row, self.eos_ids, self.pad_id))
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, generation_config=config, **extra
+                )
+                for prompt, row in zip(chunk, out[:, ids.shape[1] :].tolist()):
+                    completions.append(self._finish(prompt, row, sampling.stop))
             logprobs = self.score(repeated, completions, sampling.temperature) if sampling.logprobs else None
         finally:
             self.model.train(was_training)
         return Rollouts(completion_ids=completions, logprobs=logprobs)
+
+    def _finish(self, prompt: list[int], row: list[int], stop: list[str] | None) -> list[int]:
+        """One generated row -> the completion: up to its end-of-sequence token or the token completing
+        a stop string, whichever came first. A row that finished before the longest one in its batch
+        was filled with padding after that point; padding may be the end-of-sequence token itself, so
+        the stop string is looked for after the end-of-sequence cut, not instead of it."""
+        ids = cut_at_eos(row, self.eos_ids, self.pad_id)
+        if stop:
+            context = prompt[-max(len(s) for s in stop) :]  # a token spans >= 1 character
+            end = stop_end(context, ids, stop, self.tokenizer)
+            if end is not None:
+                ids = ids[:end]
+        return ids
 
     @torch.no_grad()
     def score(

@@ -145,6 +145,8 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         self.wake_up()
+        # Stop strings are kept in the output, as in the HF engine (the tool loop parses them).
+        stop = {"stop": list(sampling.stop), "include_stop_str_in_output": True} if sampling.stop else {}
         params = SamplingParams(
             n=n,
             temperature=sampling.temperature,
@@ -158,6 +160,7 @@ class VLLMEngine:
             # Generator does not use offset"); there the engine-wide seed set at start-up applies.
             seed=None if self.on_cpu else sampling.seed,
             logprobs=0 if sampling.logprobs else None,
+            **stop,
         )
         outputs = self.llm.generate(
             [{"prompt_token_ids": ids} for ids in prompt_ids], sampling_params=params, use_tqdm=False

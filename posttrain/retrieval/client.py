@@ -1,0 +1,169 @@
+"""The HTTP side of the search tool: :class:`RetrievalClient` talks to ``posttrain retriever serve``.
+
+    client = RetrievalClient("http://127.0.0.1:8001")
+    client.wait_until_ready(timeout=60)                  # {"status": "ok", "passages": 2067}
+    hits = client.search(["who won super bowl 50"], k=3) # same answer as the in-process BM25Index
+
+A batch is one POST (split only past :data:`~posttrain.retrieval.MAX_QUERIES_PER_REQUEST` queries).
+Connection errors, timeouts, 5xx, 408 and 429 answers are retried with back-off ``backoff``, 2x, 4x, ... seconds,
+``retries`` times; then a :class:`~posttrain.retrieval.RetrievalError` says how to start the server and
+resume the run. Another 4xx answer (a request the server refuses) is raised at once with the server's message:
+sending it again would not help. The client may be shared by threads (one HTTP session per thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from posttrain.retrieval import MAX_K, MAX_QUERIES_PER_REQUEST, RetrievalError
+from posttrain.retrieval.index import Hit
+
+logger = logging.getLogger(__name__)
+
+RETRIED_4XX = (408, 429)
+"""Client errors that are about timing (a proxy's timeout, a rate limit), not the request: retried."""
+
+
+def _sleep(seconds: float) -> None:
+    """The back-off wait (a function of its own so that tests can skip the waiting)."""
+    time.sleep(seconds)
+
+
+class RetrievalClient:
+    """A :class:`~posttrain.retrieval.tool.SearchTool` whose index lives in a retrieval server."""
+
+    def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, backoff: float = 1.0):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"The retrieval server URL must look like http://HOST:PORT, got {url!r}.")
+        if retries < 0 or timeout <= 0 or backoff < 0:
+            raise ValueError("timeout must be > 0, retries and backoff >= 0.")
+        self.url = url.rstrip("/")
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._local = threading.local()
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """The top ``k`` hits for each query (see :meth:`BM25Index.search`); ``k`` at most MAX_K."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an integer in 1..{MAX_K} (passages per query), got {k!r}.")
+        if isinstance(queries, str) or not all(isinstance(q, str) for q in queries):
+            raise TypeError("queries must be a list of strings; wrap a single query in a list.")
+        results: list[list[Hit]] = []
+        for start in range(0, len(queries), MAX_QUERIES_PER_REQUEST):
+            chunk = list(queries[start : start + MAX_QUERIES_PER_REQUEST])
+            what = f"a search of {len(chunk)} queries"
+            answer = self._request("POST", "/search", what, json={"queries": chunk, "k": k})
+            rows = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(rows, list) or len(rows) != len(chunk):
+                raise RetrievalError(
+                    f"The server at {self.url} answered a search of {len(chunk)} queries with "
+                    f"{len(rows) if isinstance(rows, list) else 'no'} result lists; is it a posttrain "
+                    "retriever (`posttrain retriever serve`)?"
+                )
+            results.extend([Hit.from_dict(hit) for hit in row] for row in rows)
+        return results
+
+    def health(self) -> dict[str, Any]:
+        """The server's /health answer (retried like a search)."""
+        return self._request("GET", "/health", "a health check")
+
+    def wait_until_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll /health until the server answers (it may still be indexing); its answer, or RetrievalError."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        delay, last = 0.1, "no answer"
+        while True:
+            try:
+                answer = self._session().get(f"{self.url}/health", timeout=min(5.0, self.timeout))
+                if answer.ok:
+                    return answer.json()
+                last = f"HTTP {answer.status_code}"
+            except (requests.RequestException, ValueError) as exc:
+                last = type(exc).__name__
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RetrievalError(
+                    f"No retrieval server answers at {self.url}/health after {timeout:.0f} s ({last}). "
+                    f"{self._start_hint()}"
+                )
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, 2.0)
+
+    def close(self) -> None:
+        """Close this thread's connection (the server keeps running)."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _session(self):
+        import requests
+
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _request(self, method: str, path: str, what: str, **kwargs) -> Any:
+        """The JSON answer to one request, retried on connection errors, timeouts and 5xx answers."""
+        import requests
+
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                answer = self._session().request(method, self.url + path, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if answer.status_code < 400:
+                    try:
+                        return answer.json()
+                    except ValueError as exc:
+                        raise RetrievalError(
+                            f"The server at {self.url} answered {what} with something that is not JSON; "
+                            "is it a posttrain retriever (`posttrain retriever serve`)?"
+                        ) from exc
+                if answer.status_code < 500 and answer.status_code not in RETRIED_4XX:
+                    raise RetrievalError(
+                        f"The retrieval server at {self.url} refused {what} "
+                        f"(HTTP {answer.status_code}): {_detail(answer)}"
+                    )
+                problem = f"HTTP {answer.status_code}: {_detail(answer)}"
+            if attempt + 1 < attempts:
+                wait = self.backoff * 2**attempt
+                logger.warning(
+                    "Retrieval server %s failed %s (%s); retry %d/%d in %.1f s",
+                    self.url,
+                    what,
+                    problem,
+                    attempt + 1,
+                    self.retries,
+                    wait,
+                )
+                _sleep(wait)
+        raise RetrievalError(
+            f"The retrieval server at {self.url} did not answer {what} after {attempts} attempts "
+            f"(last: {problem}). {self._start_hint()} Then resume the run with --resume."
+        )
+
+    def _start_hint(self) -> str:
+        port = urlparse(self.url).port or 8001
+        return (
+            f"Start it with `posttrain retriever serve --corpus CORPUS.jsonl --port {port}` (no --corpus: the "
+            f"shipped SQuAD passages), or point the run at the URL where it listens."
+        )
+
+
+def _detail(response) -> str:
+    """The server's error message: FastAPI's ``detail`` field, else the start of the body."""
+    try:
+        return str(response.json().get("detail", response.text))
+    except (ValueError, AttributeError):
+        return response.text[:500] or str(response.reason)

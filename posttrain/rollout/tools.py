@@ -1,0 +1,404 @@
+"""Multi-turn search-tool rollouts (MASH / Search-R1 style): the model writes ``<search> q </search>``,
+the environment answers with documents, the model goes on, until ``</answer>``, end-of-sequence or a limit.
+
+    from posttrain.rollout.tools import SEARCH_PROMPT, ToolConfig, make_rollout_func
+    trainer = PosttrainTrainer(..., rollout_func=make_rollout_func(tool, ToolConfig(max_searches=5)))
+
+``run_search_loop`` is the loop itself, for any engine with our ``generate`` (``rollout/base.py``);
+``make_rollout_func`` wraps it as TRL's ``GRPOTrainer(rollout_func=...)``. Tests: tests/test_tools.py.
+
+One trajectory, as token ids after the prompt (``env_mask`` under it: 1 = model token, trained;
+0 = inserted by the environment, excluded from the loss)::
+
+    prompt | <think>.</think><search> q </search> | \\n<document>(Title: T)</document>\\n | <answer>A</answer>
+             1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1   0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0   1 1 1 1 1 1 1 1 1 1
+             round 1: stops at </search>           documents for q, tokenised alone      round 2: </answer>
+
+Each round continues from prompt + every completion token so far, model and inserted alike: token-level
+concatenation, so the ids that are trained are exactly the ids the model was conditioned on (MASH
+re-tokenises decoded text instead, which can drift at the seams). Loop after Gul et al., "Pay-Per-Search
+Models are Abstention Models", arXiv 2510.01152 (their ``agentic_loop``); facts only, own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from posttrain.retrieval.tool import NO_RESULTS, format_documents  # the one document format
+from posttrain.rollout.base import SamplingSettings
+
+SEARCH_CLOSE = "</search>"
+ANSWER_CLOSE = "</answer>"
+STOP_STRINGS = [SEARCH_CLOSE, ANSWER_CLOSE]
+SEARCH_RE = re.compile(r"<search>(.*?)</search>", re.DOTALL)
+LIMIT_WARNING = "\n<warning>SEARCH LIMIT REACHED</warning>\n"
+SEARCH_PROMPT = (
+    "Answer the question at the end. Each time you get new information, reason about it first, "
+    "between <think> and </think>. If you are missing knowledge you need, you can look it up by "
+    "writing a query between <search> and </search>; the results will be shown to you between "
+    "<document> and </document>. Every search has a cost, so search only when you need to. Once you "
+    "know the answer, write only the short answer, with no explanation, between <answer> and "
+    "</answer>, for example <answer> Paris </answer>.\n\nQuestion: {question}\n"
+)
+"""The instruction, as a ``data.prompt_template``: ``SEARCH_PROMPT.format(question=...)``. Our wording of
+the behaviour MASH's prompt asks for (think, search, documents, costly searches, short answer)."""
+
+
+class SearchTool(Protocol):
+    """Anything that searches a batch of queries; ``posttrain.retrieval.tool`` implements it. Each hit
+    has ``.id``, ``.title``, ``.text`` (and ``.score``). It must be local to the process: it is called
+    only on rounds where this process has queries, so it must not be a collective operation."""
+
+    def search(self, queries: list[str], k: int) -> list[list[Any]]: ...
+
+
+@dataclass
+class ToolConfig:
+    """Limits of the search loop (MASH's values as defaults)."""
+
+    max_searches: int = 5
+    """Searches sent to the tool per trajectory; a request beyond this gets ``LIMIT_WARNING`` instead."""
+    max_turn_tokens: int = 512
+    """Most new tokens the model writes in one round (one turn)."""
+    max_total_tokens: int | None = None
+    """Most completion tokens in all, documents included; None = the sampling's ``max_tokens``
+    (TRL's ``max_completion_length``). A trajectory that reaches it is cut there and flagged truncated."""
+    top_k: int = 3
+    """Documents per search."""
+    max_rounds: int | None = None
+    """Most generation rounds; None = ``max_searches + 2`` (room for every search, one refused request
+    and a final answer)."""
+
+    def __post_init__(self):
+        if self.max_rounds is None:
+            self.max_rounds = self.max_searches + 2
+        for name in ("max_turn_tokens", "top_k", "max_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ToolConfig.{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_searches < 0:
+            raise ValueError(f"ToolConfig.max_searches must be 0 or more, got {self.max_searches}.")
+        if self.max_total_tokens is not None and self.max_total_tokens < 1:
+            raise ValueError(
+                f"ToolConfig.max_total_tokens must be at least 1 (or None for max_completion_length), "
+                f"got {self.max_total_tokens}."
+            )
+
+
+@dataclass
+class Trajectory:
+    """One finished rollout: everything after the prompt, and what happened on the way."""
+
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    """1 = written by the model, 0 = inserted (documents, warnings); aligned with ``completion_ids``."""
+    logprobs: list[float] | None = field(default_factory=list)
+    """The engine's log-probabilities of model tokens, 0.0 on inserted ones; None if the engine gave none."""
+    num_searches: int = 0
+    """Searches the model requested, refused over-budget ones included (MASH counts every request: its
+    penalty is on what the model asked for, and a request past the budget is still a request)."""
+    search_budget_hit: bool = False
+    """Some request was refused because ``max_searches`` had been used."""
+    truncated: bool = False
+    """Ended by a limit (turn cap, total cap, round cap) instead of by ``</answer>`` or by stopping itself."""
+    finish_reason: str = ""
+    """``answer`` | ``stop`` (end-of-sequence, or a stop with no complete tag) | ``turn_cap`` |
+    ``total_cap`` | ``rounds``."""
+    retrieved_ids: list[Any] = field(default_factory=list)
+    """Ids of the documents inserted, in order, over all searches."""
+    queries: list[str] = field(default_factory=list)
+    """Queries sent to the tool (stripped), in order; refused requests are not in it."""
+
+    def extend(self, ids: list[int], logprobs: list[float] | None, from_model: bool) -> None:
+        self.completion_ids.extend(ids)
+        self.env_mask.extend([int(from_model)] * len(ids))
+        if self.logprobs is not None:
+            self.logprobs.extend(logprobs if from_model and logprobs is not None else [0.0] * len(ids))
+
+    def cut(self, length: int) -> None:
+        del self.completion_ids[length:], self.env_mask[length:]
+        if self.logprobs is not None:
+            del self.logprobs[length:]
+
+    def end(self, reason: str) -> None:
+        self.finish_reason = reason
+        self.truncated = reason in ("turn_cap", "total_cap", "rounds")
+
+
+def read_turn(text: str, capped: bool) -> tuple[str, str | None]:
+    """What one round's new text asks for: ``("search", query)``, ``("answer", None)``, ``("stop", None)``
+    (the model stopped by itself: end-of-sequence, or a stray closing tag) or ``("turn_cap", None)``.
+
+    A search wins over an answer, as in MASH (only the first search of the round is read).
+
+    >>> read_turn("<think>hm</think><search> capital of Peru </search>", capped=False)
+    ('search', ' capital of Peru ')
+    >>> read_turn("<answer> Lima </answer>", capped=False)
+    ('answer', None)
+    >>> read_turn("I think the answer", capped=True)
+    ('turn_cap', None)
+    """
+    match = SEARCH_RE.search(text)
+    if match:
+        return "search", match.group(1)
+    if ANSWER_CLOSE in text:
+        return "answer", None
+    return ("turn_cap" if capped else "stop"), None
+
+
+def run_search_loop(
+    engine,
+    prompt_ids: list[list[int]],
+    tokenizer,
+    tool: SearchTool,
+    config: ToolConfig,
+    sampling: SamplingSettings,
+    *,
+    format_documents: Callable[[Sequence[Any]], str] = format_documents,
+    all_finished: Callable[[bool], bool] | None = None,
+) -> list[Trajectory]:
+    """One trajectory per prompt. Each round is one ``engine.generate`` over the trajectories still
+    running, and at most one ``tool.search`` with the queries of that round.
+
+    ``sampling`` sets temperature and the like; each round runs with ``stop=STOP_STRINGS`` and
+    ``max_tokens = min(max_turn_tokens, max_total_tokens)`` (the same in every round and process, so a
+    server engine that batches all processes together sees one setting), and ``seed + round`` when seeded.
+    ``all_finished(done_here) -> done_everywhere``: several processes whose engine call is collective
+    (a ``posttrain vllm-serve`` client; sharded models) must all run the same rounds; a process with
+    nothing left generates a throw-away turn for its first prompt until every process is done.
+    """
+    if not prompt_ids:
+        return []
+    total_cap = config.max_total_tokens or sampling.max_tokens
+    turn_cap = min(config.max_turn_tokens, total_cap)
+    eos = _eos_ids(engine, tokenizer)
+    trajectories = [Trajectory() for _ in prompt_ids]
+    active = list(range(len(prompt_ids)))
+    for round_index in range(config.max_rounds):
+        done_here = not active
+        if all_finished(done_here) if all_finished is not None else done_here:
+            break
+        turn = replace(
+            sampling,
+            max_tokens=turn_cap,
+            stop=list(STOP_STRINGS),
+            seed=None if sampling.seed is None else sampling.seed + round_index,
+        )
+        contexts = [prompt_ids[i] + trajectories[i].completion_ids for i in active] or [prompt_ids[0]]
+        out = engine.generate(contexts, 1, turn)
+        requests: list[tuple[int, str]] = []
+        for row, i in enumerate(active):
+            logprobs = out.logprobs[row] if out.logprobs is not None else None
+            query = _take_turn(
+                trajectories[i], out.completion_ids[row], logprobs, turn_cap, total_cap, eos, tokenizer
+            )
+            if query is None:
+                continue
+            trajectories[i].num_searches += 1
+            if trajectories[i].num_searches > config.max_searches:
+                trajectories[i].search_budget_hit = True
+                trajectories[i].extend(_encode(tokenizer, LIMIT_WARNING), None, from_model=False)
+            else:
+                requests.append((i, query.strip()))
+        if requests:  # one batched call per round, with this round's queries only
+            results = tool.search([q for _, q in requests], config.top_k)
+            for (i, query), hits in zip(requests, results, strict=True):
+                trajectories[i].queries.append(query)
+                trajectories[i].retrieved_ids.extend(h.id for h in hits)
+                text = (format_documents(hits) if hits else NO_RESULTS) + "\n"
+                trajectories[i].extend(_encode(tokenizer, text), None, from_model=False)
+        for i in active:  # inserted text may pass the total cap: cut there, it ends the episode
+            traj = trajectories[i]
+            if not traj.finish_reason and len(traj.completion_ids) >= total_cap:
+                traj.cut(total_cap)
+                traj.end("total_cap")
+        active = [i for i in active if not trajectories[i].finish_reason]
+    for i in active:
+        trajectories[i].end("rounds")
+    return trajectories
+
+
+def _take_turn(
+    traj: Trajectory,
+    new: list[int],
+    logprobs: list[float] | None,
+    turn_cap: int,
+    total_cap: int,
+    eos: set[int],
+    tokenizer,
+) -> str | None:
+    """Append one round's model tokens to ``traj``; end it, or return the query it asks for."""
+    if logprobs is None:
+        traj.logprobs = None
+    room = total_cap - len(traj.completion_ids)
+    traj.extend(new[:room], logprobs[:room] if logprobs is not None else None, from_model=True)
+    capped = len(new) >= turn_cap and not (new and new[-1] in eos)
+    kind, query = read_turn(tokenizer.decode(new[:room], skip_special_tokens=False), capped)
+    if kind != "answer" and (len(new) > room or (kind == "search" and len(new) == room)):
+        # Past the total cap, or a search with no room left for its documents: a request, no tool call.
+        if kind == "search":
+            traj.num_searches += 1
+        traj.end("total_cap")
+        return None
+    if kind != "search":
+        traj.end(kind)
+        return None
+    return query
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    """Inserted text is tokenised on its own: its ids are appended as they are to the model's ids."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _eos_ids(engine, tokenizer) -> set[int]:
+    ids = set(getattr(engine, "eos_ids", None) or [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+# ------------------------------------------------------------------------------------------------ TRL glue
+def make_rollout_func(
+    tool: SearchTool,
+    config: ToolConfig | None = None,
+    engine_factory: Callable[[Any], Any] | None = None,
+    format_documents: Callable[[Sequence[Any]], str] = format_documents,
+) -> Callable[[list, Any], dict[str, list]]:
+    """``rollout_func(prompts, trainer) -> dict`` for ``GRPOTrainer(rollout_func=...)``.
+
+    ``prompts`` are the raw prompts, already repeated once per generation (TRL does that), conversations
+    or strings. The engine: ``engine_factory(trainer)`` if given; else ``trainer.rollout_engine`` if set
+    (posttrain's vLLM colocate/server engine; ``trainer._sync_engine_if_stale()`` is called first when the
+    trainer has it, because TRL does not call ``_generate_single_turn``, where the trainer otherwise syncs
+    weights, on this path); else an ``HFEngine`` over the trainer's model, unwrapped as TRL unwraps it for
+    ``generate`` (ZeRO-3 gathered, gradient checkpointing off) and in eval mode while generating.
+
+    Returns ``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask`` (TRL turns it into the loss's
+    ``tool_mask``) and, forwarded to the reward functions as keyword arguments, ``num_searches``,
+    ``search_budget_hit``, ``truncated``, ``retrieved_ids``. ``logprobs`` is None on the HF path: the
+    sampler is the trained model there, so nothing needs them and scoring them would cost a forward pass.
+    """
+    config = config if config is not None else ToolConfig()
+
+    def rollout_func(prompts: list, trainer) -> dict[str, list]:
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        prompt_ids = tokenize_prompts(prompts, trainer)
+        sampling = SamplingSettings.from_args(trainer.args)
+        all_finished = _all_finished(trainer.accelerator) if _num_processes(trainer) > 1 else None
+        with _engine(trainer, tokenizer, engine_factory, len(prompt_ids)) as (engine, wants_logprobs):
+            sampling.logprobs = wants_logprobs
+            trajectories = run_search_loop(
+                engine,
+                prompt_ids,
+                tokenizer,
+                tool,
+                config,
+                sampling,
+                format_documents=format_documents,
+                all_finished=all_finished,
+            )
+        _log_metrics(trainer, trajectories)
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": [t.completion_ids for t in trajectories],
+            "logprobs": [t.logprobs for t in trajectories] if wants_logprobs else None,
+            "env_mask": [t.env_mask for t in trajectories],
+            "num_searches": [t.num_searches for t in trajectories],
+            "search_budget_hit": [t.search_budget_hit for t in trajectories],
+            "truncated": [t.truncated for t in trajectories],
+            "retrieved_ids": [t.retrieved_ids for t in trajectories],
+        }
+
+    return rollout_func
+
+
+def tokenize_prompts(prompts: list, trainer) -> list[list[int]]:
+    """Conversations through the chat template (with a generation prompt), strings as they are: what
+    TRL's ``_tokenize_prompts`` does for text-only prompts."""
+    processing = trainer.processing_class
+    if prompts and isinstance(prompts[0], list):
+        kwargs = getattr(trainer, "chat_template_kwargs", None) or {}
+        template = getattr(trainer, "chat_template", None)
+        return [
+            list(
+                processing.apply_chat_template(
+                    prompt,
+                    chat_template=template,
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
+                    **kwargs,
+                )
+            )
+            for prompt in prompts
+        ]
+    return [list(ids) for ids in processing(text=prompts)["input_ids"]]
+
+
+@contextlib.contextmanager
+def _engine(trainer, tokenizer, engine_factory, batch_size: int) -> Iterator[tuple[Any, bool]]:
+    """(engine, whether the sampler's log-probs are wanted) for this generation batch."""
+    if engine_factory is not None:
+        yield engine_factory(trainer), True
+        return
+    engine = getattr(trainer, "rollout_engine", None)
+    if engine is not None:
+        sync = getattr(trainer, "_sync_engine_if_stale", None)
+        if sync is not None:
+            sync()
+        try:
+            yield engine, True  # the trainer's importance-sampling correction needs them
+        finally:
+            engine.sleep()
+        return
+    if getattr(trainer, "use_vllm", False):
+        raise ValueError(
+            "The search rollout cannot drive TRL's own vLLM (trainer.use_vllm: true); use posttrain's "
+            "`rollout.engine: vllm`, which sets trainer.rollout_engine, or the transformers engine."
+        )
+    from trl.models import unwrap_model_for_generation
+
+    from posttrain.rollout.hf import HFEngine
+
+    args = trainer.args
+    dist = getattr(trainer, "_dist", None)
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        ) as model,
+        dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist else contextlib.nullcontext(),
+    ):
+        yield HFEngine(model, tokenizer, batch_size=max(batch_size, 1)), False  # eval mode inside generate
+
+
+def _num_processes(trainer) -> int:
+    accelerator = getattr(trainer, "accelerator", None)
+    return accelerator.num_processes if accelerator is not None else 1
+
+
+def _all_finished(accelerator) -> Callable[[bool], bool]:
+    import torch
+
+    def all_finished(done_here: bool) -> bool:
+        flag = torch.tensor([0 if done_here else 1], device=accelerator.device)
+        return int(accelerator.gather(flag).sum().item()) == 0
+
+    return all_finished
+
+
+def _log_metrics(trainer, trajectories: list[Trajectory]) -> None:
+    log = getattr(trainer, "log_metric", None) or getattr(trainer, "_log_metric", None)
+    if log is None or not trajectories:
+        return
+    n = len(trajectories)
+    log("tools/searches_mean", sum(t.num_searches for t in trajectories) / n)
+    log("tools/budget_hit_frac", sum(t.search_budget_hit for t in trajectories) / n)
+    log("tools/truncated_frac", sum(t.truncated for t in trajectories) / n)
+    log("tools/answered_frac", sum(t.finish_reason == "answer" for t in trajectories) / n)
