@@ -345,6 +345,17 @@ def _adapt_command(argv: list[str]) -> None:
     print(f"predictions: {recipe.output_dir / 'predictions.jsonl'}")
 
 
+def _retriever_command(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] != "serve":
+        raise PosttrainError(
+            "Usage: posttrain retriever serve [--corpus C.jsonl] [--port 8001] [--host 127.0.0.1] "
+            "(`serve` is the one retriever command; `posttrain retriever serve --help` for every flag)."
+        )
+    from posttrain.retrieval.server import main as serve
+
+    serve(argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -352,9 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _eval_command,
         "generate": _generate_command,
         "adapt": _adapt_command,
-        "retriever": lambda rest: __import__(
-            "posttrain.retrieval.server", fromlist=["main"]
-        ).retriever_command(rest),
+        "retriever": _retriever_command,
         "vllm-serve": lambda rest: __import__("posttrain.rollout.server", fromlist=["main"]).main(rest),
     }
     if not argv or argv[0] in ("-h", "--help"):

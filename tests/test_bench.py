@@ -165,3 +165,24 @@ def test_testtime(bench, tiny_model, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["metrics"]["steps"] == 1 and result["metrics"]["labelled"] is True
     assert headline["maj_after"] == pytest.approx(result["metrics"]["after"]["maj@4"], abs=1e-3)
+
+
+def test_search(bench, tiny_model, tmp_path, capsys):
+    out = tmp_path / "search.json"
+    argv = [
+        "--model", tiny_model, "--warm_examples", "8", "--budget", "60", "--max_steps", "1", "--eval_size", "4",
+        "--train_questions", "16", "--num_generations", "2", "--questions_per_step", "2", "--max_tokens", "64",
+        "--doc_chars", "40", "--turn_tokens", "16", "--qps_seconds", "0.5", "--runs_dir", str(tmp_path / "runs"),
+        "--out", str(out),
+    ]  # fmt: skip
+    bench("search").main(argv)
+
+    headline = last_line(capsys)
+    assert list(headline) == [
+        "em_before", "em_after", "searches_before", "searches_after", "qps_inprocess", "qps_server8"
+    ]  # fmt: skip
+    result = json.loads(out.read_text())
+    qps = result["throughput"]
+    assert qps["server_errors"] == 0 and qps["server_agrees_with_index"] == 1.0
+    assert qps["qps_inprocess"] > 0 and qps["qps_server1"] > 0 and qps["qps_server8"] > 0
+    assert result["training"]["rl"]["steps"] == 1 and result["training"]["warm_start"]["examples"] == 8

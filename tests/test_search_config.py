@@ -60,3 +60,10 @@ def test_the_mash_recipe_loads():
     recipe = load_recipe("recipes/mash_search.yaml")
     assert recipe.search.enabled and recipe.method.name == "mash"
     assert recipe.data.id_field == "id" and recipe.data.answer_field == "answers"
+
+
+def test_retriever_command_usage(capsys):
+    from posttrain.cli import main
+
+    assert main(["retriever"]) == 2 and "posttrain retriever serve" in capsys.readouterr().err
+    assert main(["retriever", "serve", "--port", "0"]) == 2 and "--port must be in" in capsys.readouterr().err
