@@ -18,6 +18,12 @@ One training step, and where each hook sits::
 - ``train_samples``: vote on all ``num_generations`` samples of a prompt, train on ``train_samples`` of
   them (TTRL's 64 votes / 32 trained): group rewards see the whole group, then the batch is cut to the
   subset and its advantages are recomputed over the trained samples alone.
+- **Steps without signal are skipped**: when every advantage of an optimizer step is 0 (all groups
+  unanimous, e.g. a sparse reward that nobody earned) and there is no KL or entropy term, the gradient
+  is exactly 0, yet AdamW would still move every weight on its momentum for many steps. The optimizer
+  step is skipped instead (decided together on all processes) and counted as ``train/skipped_steps``.
+  Measured (bench/search.py): without it, one rewarded step followed by 20 zero-reward steps drifted a
+  warm-started policy out of its answer format.
 - Phases are timed and logged as ``time/gen``, ``time/reward``, ``time/adv``, ``time/update``
   (+ ``time/sync`` with a rollout engine).
 - A **rollout engine** (:mod:`posttrain.rollout`; vLLM colocated or behind a server) replaces TRL's
@@ -124,6 +130,9 @@ class PosttrainTrainer(GRPOTrainer):
         self.loss_mask_hooks = list(loss_mask_hooks or [])
         self.scored_hooks = list(scored_hooks or [])
         self.queue = queue if queue is not None else GroupQueue()
+        self._step_has_signal = False  # any micro-batch of the current optimizer step with a gradient
+        self._last_inputs: dict[str, Any] | None = None
+        self.skipped_steps = 0
         self.timer = PhaseTimer()
         self._scored: ScoredBatch | None = None
         self._prepare_seconds = 0.0
@@ -435,7 +444,8 @@ class PosttrainTrainer(GRPOTrainer):
     def _prepare_inputs(self, generation_batch):
         start = time.perf_counter()
         try:
-            return super()._prepare_inputs(generation_batch)
+            self._last_inputs = super()._prepare_inputs(generation_batch)
+            return self._last_inputs
         finally:
             self._prepare_seconds += time.perf_counter() - start
 
@@ -443,11 +453,37 @@ class PosttrainTrainer(GRPOTrainer):
         start = time.perf_counter()
         self._prepare_seconds = 0.0
         output = super().training_step(model, inputs, num_items_in_batch)
+        self._step_has_signal = self._step_has_signal or self._has_signal(self._last_inputs)
         self.timer.add("update", time.perf_counter() - start - self._prepare_seconds)
         if self._step % self.current_gradient_accumulation_steps == 0:
             for key, seconds in self.timer.pop().items():
                 self._metrics["train"][key].append(seconds)
         return output
+
+    # ----------------------------------------------------------------------------- empty steps
+    def _has_signal(self, inputs: dict[str, Any] | None) -> bool:
+        """Whether this micro-batch can produce a non-zero gradient."""
+        if inputs is None or self.beta != 0.0 or getattr(self, "_entropy_bonus_enabled", False):
+            return True
+        return bool((inputs["advantages"] != 0).any())
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.is_deepspeed_enabled:  # DeepSpeed drives its own optimizer step; left as it is
+            return optimizer
+        step = optimizer.step
+
+        def step_if_signal(*args, **kwargs):
+            signal = torch.tensor(float(self._step_has_signal), device=self.accelerator.device)
+            self._step_has_signal = False
+            if self.accelerator.reduce(signal, reduction="sum").item() == 0:  # no process has a gradient
+                self.skipped_steps += 1
+                self._metrics["train"]["train/skipped_steps"].append(float(self.skipped_steps))
+                return None
+            return step(*args, **kwargs)
+
+        optimizer.step = step_if_signal
+        return optimizer
 
     # ----------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):

@@ -330,3 +330,34 @@ def test_lora_trains_only_the_adapter(tiny_model, math_jsonl, tmp_path):
     params = dict(trainer.model.named_parameters())
     assert all(not torch.equal(params[n].detach(), v) for n, v in trainable.items())
     assert all(torch.equal(params[n].detach(), v) for n, v in frozen.items())
+
+
+class FirstCallOnly:
+    """Varied rewards on the first call, all zeros after: one step with a gradient, then none."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, completions, **kwargs):
+        self.calls += 1
+        return [float(i % 2) if self.calls == 1 else 0.0 for i in range(len(completions))]
+
+
+def test_steps_without_signal_leave_the_weights_alone(tiny_model, math_jsonl, tmp_path):
+    from transformers import TrainerCallback
+
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(FirstCallOnly(), "first")], tmp_path, max_steps=3, beta=0.0
+    )
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    assert len(snapshots) == 3 and trainer.skipped_steps == 2
+    assert all(torch.equal(snapshots[1][n], snapshots[2][n]) for n in snapshots[1])  # AdamW did not coast
+    logged = [e.get("train/skipped_steps") for e in train_logs(trainer)]
+    assert logged[-1] == 2.0

@@ -149,3 +149,44 @@ def test_posttrain_train_with_the_vllm_engine(tmp_path):
     assert all(r["rollout/logp_gap"] < 0.05 for r in steps), [r["rollout/logp_gap"] for r in steps]
     assert all("time/sync" in r for r in steps[1:])
     assert "vLLM engine ready" in done.stderr
+
+
+def test_stop_strings_cut_where_the_hf_engine_cuts(smol, engine):
+    """A stop string from the middle of the greedy answer: both engines stop right after it, alike."""
+    model, tok, prompts = smol
+    full = HFEngine(model, tok).generate(prompts[:1], 1, SamplingSettings(max_tokens=24, temperature=0))
+    text = tok.decode(full.completion_ids[0], skip_special_tokens=True)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    settings = SamplingSettings(max_tokens=24, temperature=0, stop=[stop])
+    ours = engine.generate(prompts[:1], 1, settings)
+    theirs = HFEngine(model, tok).generate(prompts[:1], 1, settings)
+    decoded = tok.decode(ours.completion_ids[0], skip_special_tokens=True)
+    assert stop in decoded and decoded.endswith(stop[-1])
+    assert len(ours.completion_ids[0]) < len(full.completion_ids[0])
+    assert ours.completion_ids == theirs.completion_ids
+
+
+def test_search_tool_loop_runs_alike_on_both_engines(smol, engine):
+    """The multi-turn loop (posttrain/rollout/tools.py) over vLLM gives the HF engine's trajectories."""
+    from posttrain.retrieval.tool import make_search_tool
+    from posttrain.rollout.tools import SEARCH_PROMPT, ToolConfig, run_search_loop
+
+    model, tok, _ = smol
+    questions = ["Which NFL team won Super Bowl 50?", "Who is the quarterback for the Panthers?"]
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": SEARCH_PROMPT.format(question=q) + "Search first."}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+        for q in questions
+    ]
+    tool = make_search_tool(None)
+    config = ToolConfig(max_searches=2, max_turn_tokens=32, max_total_tokens=160, top_k=1)
+    greedy = SamplingSettings(max_tokens=160, temperature=0)
+    ours = run_search_loop(engine, prompts, tok, tool, config, greedy)
+    theirs = run_search_loop(HFEngine(model, tok), prompts, tok, tool, config, greedy)
+    assert [t.completion_ids for t in ours] == [t.completion_ids for t in theirs]
+    assert [t.env_mask for t in ours] == [t.env_mask for t in theirs]
+    assert [t.num_searches for t in ours] == [t.num_searches for t in theirs]
