@@ -69,13 +69,16 @@ def _data_flags(rest: list[str], command: str) -> dict:
     return data_kwargs
 
 
-def _load_split(args: argparse.Namespace, rest: list[str], command: str):
+def _load_split(args: argparse.Namespace, rest: list[str], command: str, adjust=None):
+    """The split ``--split`` names of ``--data`` + ``--data.<field>`` flags; ``adjust(DataConfig)`` may
+    change the config first (e.g. put the search prompt around the questions)."""
     from posttrain.data import DataConfig, load_datasets
 
     data_kwargs = _data_flags(rest, command)
     if args.data:
         data_kwargs["path"] = args.data
-    train_ds, eval_ds = load_datasets(DataConfig(**data_kwargs))
+    config = DataConfig(**data_kwargs)
+    train_ds, eval_ds = load_datasets(adjust(config) if adjust is not None else config)
     return eval_ds if (args.split == "eval" and eval_ds is not None) else train_ds
 
 
@@ -206,10 +209,8 @@ def _eval_command(argv: list[str]) -> None:
 
 
 def _search_eval(args: argparse.Namespace, rest: list[str]) -> None:
-    from posttrain.data import DataConfig, load_datasets
     from posttrain.models import ModelConfig, load_model
     from posttrain.retrieval.config import SearchConfig
-    from posttrain.rollout.tools import SEARCH_PROMPT
     from posttrain.search_eval import evaluate_search
 
     if args.reflect or args.judge:
@@ -219,13 +220,7 @@ def _search_eval(args: argparse.Namespace, rest: list[str]) -> None:
     search = SearchConfig(
         enabled=True, retriever=args.retriever, top_k=args.top_k, max_searches=args.max_searches
     )
-    data_kwargs = _data_flags(rest, "eval")
-    if args.data:
-        data_kwargs["path"] = args.data
-    if "prompt_template" not in data_kwargs and "instruction" not in data_kwargs:
-        data_kwargs["prompt_template"] = SEARCH_PROMPT
-    train_ds, eval_ds = load_datasets(DataConfig(**data_kwargs))
-    dataset = eval_ds if (args.split == "eval" and eval_ds is not None) else train_ds
+    dataset = _load_split(args, rest, "eval", adjust=SearchConfig.with_prompt)
     model, tokenizer = load_model(ModelConfig(name_or_path=args.model))
     result = evaluate_search(
         model,

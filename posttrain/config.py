@@ -410,12 +410,8 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
             f"method mash (pay-per-search) in {where} trains with the search tool: add `search: {{enabled: true}}` "
             "(see recipes/mash_search.yaml)."
         )
-    search = kwargs.get("search", SearchConfig())
-    data = kwargs["data"]
-    if search.enabled and data.prompt_template is None and not data.instruction:
-        from posttrain.rollout.tools import SEARCH_PROMPT  # how to search and answer, around each question
-
-        kwargs["data"] = dataclasses.replace(data, prompt_template=SEARCH_PROMPT)
+    if kwargs.get("search", SearchConfig()).enabled:  # how to search and answer, around each question
+        kwargs["data"] = SearchConfig.with_prompt(kwargs["data"])
     column = method.sample_weight
     if column is not None and column not in kwargs["data"].keep_columns:
         data = kwargs["data"]  # carry the column from the source (replace() re-runs the checks)

@@ -5,30 +5,12 @@ pytest tests/test_search_eval.py -q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from helpers_search import FakeTool
 
 from posttrain.models import ModelConfig, load_model
 from posttrain.retrieval.config import SearchConfig
 from posttrain.search_eval import asked_to_search, evaluate_search
-
-
-@dataclass
-class Hit:
-    id: str
-    title: str
-    text: str
-    score: float = 1.0
-
-
-class FakeTool:
-    def __init__(self):
-        self.calls = []
-
-    def search(self, queries, k):
-        self.calls.append(list(queries))
-        return [[Hit(f"d{i}", "T", "Paris is the capital.") for i in range(k)] for _ in queries]
 
 
 @pytest.mark.parametrize(
@@ -146,3 +128,31 @@ def test_metrics_on_a_scripted_model(tiny_model):
     assert m["no_tool/abstain_when_known"] == 0.0  # q1 knows and answers
     assert [p["known"] for p in result.predictions] == [0.0, 1.0, 0.0]
     assert result.predictions[0]["retrieved_ids"] == ["d0", "d1", "d2"]
+
+
+def test_eval_search_command(tiny_model, tmp_path, capsys):
+    import json
+
+    from posttrain.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "title": "T", "text": f"Paris fact {i}."}) + "\n" for i in range(3)
+        )
+    )
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": f"Capital {i}?", "answers": ["Paris"]}) + "\n" for i in range(3))
+    )
+    out = tmp_path / "out"
+    argv = ["eval", "--search", "--model", tiny_model, "--data", str(questions), "--data.answer_field", "answers",
+            "--split", "train", "--retriever", str(corpus), "--max_new_tokens", "8", "--known_samples", "1",
+            "--output_dir", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "tool/exact_match=" in printed and "no_tool/abstention_rate=" in printed
+    metrics = json.loads((out / "eval_search.json").read_text())
+    assert metrics["n"] == 3
+    assert len((out / "eval_search_predictions.jsonl").read_text().splitlines()) == 3
+    assert main([*argv[:2], "--judge", *argv[2:]]) == 2  # --search is its own evaluation

@@ -5,29 +5,11 @@ pytest tests/test_warmstart.py -q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from helpers_search import FakeTool
 
 from posttrain.models import ModelConfig, load_model
 from posttrain.warmstart import IGNORE, Segment, encode, warm_start, warm_start_examples
-
-
-@dataclass
-class Hit:
-    id: str
-    title: str
-    text: str
-    score: float = 1.0
-
-
-class FakeTool:
-    def __init__(self):
-        self.calls = []
-
-    def search(self, queries, k):
-        self.calls.append(list(queries))
-        return [[Hit("d1", "Paris", "Paris is the capital of France.")] for _ in queries]
 
 
 def rows(n):

@@ -72,6 +72,18 @@ class SearchConfig:
 
         return functools.partial(format_documents, max_chars=self.max_doc_chars)
 
+    @staticmethod
+    def with_prompt(data):
+        """``data`` (a ``DataConfig``) with :data:`~posttrain.rollout.tools.SEARCH_PROMPT` around each
+        question, unless it has a prompt template or an instruction of its own."""
+        import dataclasses
+
+        from posttrain.rollout.tools import SEARCH_PROMPT
+
+        if data.prompt_template is None and not data.instruction:
+            return dataclasses.replace(data, prompt_template=SEARCH_PROMPT)
+        return data
+
     def make_tool(self):
         from posttrain.retrieval.tool import make_search_tool
 
