@@ -15,7 +15,8 @@ from posttrain.data import DataConfig, build_prompt, extract_hash_answer, load_d
 from posttrain.errors import ConfigError, DataError
 from posttrain.testing import make_tiny_tokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The repo ships GSM8K and MATH-500 (data/, with their licenses): tests read those, never ../shared.
+DATA = Path(__file__).resolve().parents[1] / "data"
 SCHEMA = ["prompt", "question", "answer", "verifier", "id"]
 ROWS = [{"question": f"What is {i}+1?", "answer": str(i + 1), "extra": i} for i in range(10)]
 
@@ -106,7 +107,7 @@ def test_column_mapping_math500_style(tmp_path):
 def test_real_math500():
     train, _ = load_datasets(
         DataConfig(
-            path=str(SHARED / "math500" / "test.json"), question_field="prompt", id_field="id", max_samples=3
+            path=str(DATA / "math500" / "test.json"), question_field="prompt", id_field="id", max_samples=3
         )
     )
     assert len(train) == 3
@@ -145,7 +146,7 @@ def test_extract_hash_answer_without_marker():
 
 def test_real_gsm8k_first_rows():
     train, _ = load_datasets(
-        DataConfig(path=str(SHARED / "gsm8k" / "train.jsonl"), answer_format="gsm8k", max_samples=4)
+        DataConfig(path=str(DATA / "gsm8k" / "train.jsonl"), answer_format="gsm8k", max_samples=4)
     )
     assert len(train) == 4
     assert train[0]["answer"] == "72"
@@ -153,9 +154,23 @@ def test_real_gsm8k_first_rows():
 
 
 def test_nq_list_answers(tmp_path):
-    # the first rows of the shared NQ-open file, plus a scalar answer that must become a 1-list
-    lines = (SHARED / "nq_open" / "dev.jsonl").read_text().splitlines()[:3]
-    rows = [json.loads(line) for line in lines] + [{"question": "scalar?", "answer": "yes"}]
+    # NQ-open's layout (its dev set's first rows, Apache-2.0): `answer` is a list of accepted answers;
+    # plus a scalar answer that must become a 1-list
+    rows = [
+        {
+            "question": "when was the last time anyone was on the moon",
+            "answer": ["14 December 1972 UTC", "December 1972"],
+        },
+        {
+            "question": "who wrote he ain't heavy he's my brother lyrics",
+            "answer": ["Bobby Scott", "Bob Russell"],
+        },
+        {
+            "question": "how many seasons of the bastard executioner are there",
+            "answer": ["one", "one season"],
+        },
+        {"question": "scalar?", "answer": "yes"},
+    ]
     train, _ = load_datasets(DataConfig(path=write_jsonl(tmp_path / "nq.jsonl", rows)))
     assert train.column_names == [*SCHEMA, "answers"]
     assert train[0]["answers"] == ["14 December 1972 UTC", "December 1972"]
