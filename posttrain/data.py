@@ -13,7 +13,7 @@ same keyword arguments whatever the data was:
 A recipe's ``data:`` block maps onto :class:`DataConfig`:
 
     data:
-      path: ../shared/data/gsm8k/train.jsonl     # or openai/gsm8k, or a folder of .jsonl/.parquet
+      path: data/gsm8k/train.jsonl               # or openai/gsm8k, or a folder of .jsonl/.parquet
       instruction: "Put your final answer in \\boxed{}."
       eval_size: 200                             # held out, disjoint from the training rows
 
