@@ -13,7 +13,6 @@ import doctest
 import json
 from pathlib import Path
 
-import bm25s
 import numpy as np
 import pytest
 
@@ -137,6 +136,8 @@ def test_batch_equals_one_by_one():
 
 def test_scores_equal_bm25s_own(tiny_index):
     # The index sums the rows of bm25s's score matrix itself (sparse); it must agree with bm25s.
+    import bm25s  # here, after posttrain.retrieval.index chose its backend (it avoids numba)
+
     query = "capital city of the river"
     tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
     full = tiny_index.retriever.get_scores(tokens)

