@@ -16,7 +16,6 @@ decides which GGUF to convert and where::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,16 +23,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from posttrain.errors import ModelError
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock; conversions stay atomic, only the lock is skipped.
-    fcntl = None
+from posttrain.locking import exclusive
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -71,24 +65,6 @@ def is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (a no-op where flock does not exist)."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("Waiting for another process to finish converting (lock %s) ...", path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def convert_gguf(repo: str, filename: str, target: Path, source: str, revision: str | None = None) -> str:
     """Convert ``repo/filename`` into ``target`` unless it is there already; return ``target``.
 
@@ -98,7 +74,7 @@ def convert_gguf(repo: str, filename: str, target: Path, source: str, revision: 
     if is_complete(target):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    with exclusive(target.parent / f".{target.name}.lock", "converting this model"):
         if is_complete(target):  # another process finished while we waited
             return str(target)
         # Holding the lock, any leftover from a killed conversion of this model is ours to remove.

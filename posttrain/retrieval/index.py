@@ -29,7 +29,6 @@ one; a folder that fails to load is rebuilt. A file lock makes the ranks of one 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -37,13 +36,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from posttrain.errors import ConfigError, DataError
+from posttrain.locking import exclusive
 from posttrain.retrieval.corpus import Passage, read_corpus
 
 
@@ -71,11 +71,6 @@ def _import_bm25s():
 
 
 bm25s = _import_bm25s()
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the atomic rename still keeps the cache consistent
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +246,7 @@ def load_index(
     if index is not None:
         return index
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f"{folder.name}.lock"):
+    with exclusive(root / f"{folder.name}.lock", "building this BM25 index"):
         index = _load_cached(folder, passages, meta)  # built by another process while this one waited
         if index is not None:
             return index
@@ -298,17 +293,3 @@ def _write_atomically(index: BM25Index, folder: Path, meta: dict[str, Any]) -> N
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (a no-op where flock does not exist)."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
