@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from posttrain.retrieval import MAX_K, MAX_QUERIES_PER_REQUEST, RetrievalError
 from posttrain.retrieval.index import Hit
+from posttrain.retrying import Refused, Unanswered, send, wait_until_up
 
 logger = logging.getLogger(__name__)
 
@@ -74,26 +75,20 @@ class RetrievalClient:
 
     def wait_until_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """Poll /health until the server answers (it may still be indexing); its answer, or RetrievalError."""
-        import requests
-
-        deadline = time.monotonic() + timeout
-        delay, last = 0.1, "no answer"
-        while True:
-            try:
-                answer = self._session().get(f"{self.url}/health", timeout=min(5.0, self.timeout))
-                if answer.ok:
-                    return answer.json()
-                last = f"HTTP {answer.status_code}"
-            except (requests.RequestException, ValueError) as exc:
-                last = type(exc).__name__
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RetrievalError(
-                    f"No retrieval server answers at {self.url}/health after {timeout:.0f} s ({last}). "
-                    f"{self._start_hint()}"
-                )
-            time.sleep(min(delay, remaining))
-            delay = min(2 * delay, 2.0)
+        try:
+            return wait_until_up(
+                self._session(),
+                f"{self.url}/health",
+                timeout,
+                first_delay=0.1,
+                max_delay=2.0,
+                read=lambda answer: answer.json(),
+            )
+        except Unanswered as exc:
+            raise RetrievalError(
+                f"No retrieval server answers at {self.url}/health after {timeout:.0f} s ({exc.last}). "
+                f"{self._start_hint()}"
+            ) from None
 
     def close(self) -> None:
         """Close this thread's connection (the server keeps running)."""
@@ -113,45 +108,36 @@ class RetrievalClient:
 
     def _request(self, method: str, path: str, what: str, **kwargs) -> Any:
         """The JSON answer to one request, retried on connection errors, timeouts and 5xx answers."""
-        import requests
-
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            try:
-                answer = self._session().request(method, self.url + path, timeout=self.timeout, **kwargs)
-            except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if answer.status_code < 400:
-                    try:
-                        return answer.json()
-                    except ValueError as exc:
-                        raise RetrievalError(
-                            f"The server at {self.url} answered {what} with something that is not JSON; "
-                            "is it a posttrain retriever (`posttrain retriever serve`)?"
-                        ) from exc
-                if answer.status_code < 500 and answer.status_code not in RETRIED_4XX:
-                    raise RetrievalError(
-                        f"The retrieval server at {self.url} refused {what} "
-                        f"(HTTP {answer.status_code}): {_detail(answer)}"
-                    )
-                problem = f"HTTP {answer.status_code}: {_detail(answer)}"
-            if attempt + 1 < attempts:
-                wait = self.backoff * 2**attempt
-                logger.warning(
-                    "Retrieval server %s failed %s (%s); retry %d/%d in %.1f s",
-                    self.url,
-                    what,
-                    problem,
-                    attempt + 1,
-                    self.retries,
-                    wait,
-                )
-                _sleep(wait)
-        raise RetrievalError(
-            f"The retrieval server at {self.url} did not answer {what} after {attempts} attempts "
-            f"(last: {problem}). {self._start_hint()} Then resume the run with --resume."
-        )
+        try:
+            answer = send(
+                self._session(),
+                method,
+                self.url + path,
+                what=what,
+                server="Retrieval server",
+                retries=self.retries,
+                backoff=self.backoff,
+                timeout=self.timeout,
+                retry_statuses=RETRIED_4XX,
+                sleep=_sleep,
+                **kwargs,
+            )
+        except Refused as exc:
+            raise RetrievalError(
+                f"The retrieval server at {self.url} refused {what} (HTTP {exc.status}): {exc.detail}"
+            ) from None
+        except Unanswered as exc:
+            raise RetrievalError(
+                f"The retrieval server at {self.url} did not answer {what} after {exc.attempts} attempts "
+                f"(last: {exc.last}). {self._start_hint()} Then resume the run with --resume."
+            ) from None
+        try:
+            return answer.json()
+        except ValueError as exc:
+            raise RetrievalError(
+                f"The server at {self.url} answered {what} with something that is not JSON; "
+                "is it a posttrain retriever (`posttrain retriever serve`)?"
+            ) from exc
 
     def _start_hint(self) -> str:
         port = urlparse(self.url).port or 8001
@@ -159,11 +145,3 @@ class RetrievalClient:
             f"Start it with `posttrain retriever serve --corpus CORPUS.jsonl --port {port}` (no --corpus: the "
             f"shipped SQuAD passages), or point the run at the URL where it listens."
         )
-
-
-def _detail(response) -> str:
-    """The server's error message: FastAPI's ``detail`` field, else the start of the body."""
-    try:
-        return str(response.json().get("detail", response.text))
-    except (ValueError, AttributeError):
-        return response.text[:500] or str(response.reason)

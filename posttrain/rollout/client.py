@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from posttrain.errors import RolloutError
+from posttrain.retrying import Refused, Unanswered, send, wait_until_up
 from posttrain.rollout.base import Rollouts, SamplingSettings
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.weights import _unwrap, inference_weights
@@ -33,13 +34,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 200 * 2**20
 """A weight push is split into POSTs of about this size (a whole 7B model in one body is 28 GB)."""
-
-
-def _detail(response) -> str:
-    try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:500] or response.reason
 
 
 class ServerEngine:
@@ -142,31 +136,21 @@ class ServerEngine:
         return info
 
     def _wait_until_up(self) -> None:
-        import requests
+        def announce(remaining: float) -> None:
+            logger.info("Waiting up to %.0f s for the rollout server at %s ...", remaining, self.url)
 
-        deadline = time.monotonic() + self.config.server_timeout
-        delay, last, logged = 0.25, "", False
-        while True:
-            try:
-                answer = self.session.get(f"{self.url}/health", timeout=min(5.0, self.config.server_timeout))
-                if answer.ok:
-                    return
-                last = f"HTTP {answer.status_code}"
-            except requests.RequestException as exc:
-                last = type(exc).__name__
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RolloutError(
-                    f"No rollout server answers at {self.url}/health after {self.config.server_timeout:.0f} s "
-                    f"({last}). Start one (on GPUs the trainer does not use, e.g. CUDA_VISIBLE_DEVICES=1): "
-                    f"{self._start_command()} -- or set rollout.server_url to where it listens, or "
-                    "rollout.server_timeout higher for a model that loads slowly."
-                )
-            if not logged:
-                logger.info("Waiting up to %.0f s for the rollout server at %s ...", remaining, self.url)
-                logged = True
-            time.sleep(min(delay, remaining))
-            delay = min(2 * delay, 5.0)
+        timeout = self.config.server_timeout
+        try:
+            wait_until_up(
+                self.session, f"{self.url}/health", timeout, first_delay=0.25, max_delay=5.0, on_wait=announce
+            )
+        except Unanswered as exc:
+            raise RolloutError(
+                f"No rollout server answers at {self.url}/health after {timeout:.0f} s "
+                f"({exc.last}). Start one (on GPUs the trainer does not use, e.g. CUDA_VISIBLE_DEVICES=1): "
+                f"{self._start_command()} -- or set rollout.server_url to where it listens, or "
+                "rollout.server_timeout higher for a model that loads slowly."
+            ) from None
 
     def _generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingSettings) -> Rollouts:
         import dataclasses
@@ -201,42 +185,29 @@ class ServerEngine:
 
     def _request(self, method: str, path: str, what: str, timeout: float, **kwargs):
         """One HTTP request with retries; a RolloutError once they are spent (or at once on a 4xx)."""
-        import requests
-
-        last = ""
-        for attempt in range(self.config.retries + 1):
-            try:
-                answer = self.session.request(
-                    method, self.url + path, timeout=(min(10.0, timeout), timeout), **kwargs
-                )
-            except requests.RequestException as exc:  # refused, reset, timed out
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if answer.status_code < 400:
-                    return answer
-                if answer.status_code < 500:  # our request is wrong: sending it again will not help
-                    raise RolloutError(f"The rollout server at {self.url} rejected {what}: {_detail(answer)}")
-                last = f"HTTP {answer.status_code}: {_detail(answer)}"
-            if attempt < self.config.retries:
-                wait = self.backoff_s * 2**attempt
-                logger.warning(
-                    "Rollout server at %s: %s failed (%s); retry %d of %d in %.0f s",
-                    self.url,
-                    what,
-                    last,
-                    attempt + 1,
-                    self.config.retries,
-                    wait,
-                )
-                time.sleep(wait)
-        raise RolloutError(
-            f"The rollout server at {self.url} did not answer {what} after {self.config.retries + 1} attempts "
-            f"(last: {last}). It died, hangs or cannot be reached: check the `posttrain vllm-serve` log "
-            "(out of memory? killed?), that it still listens at rollout.server_url, and rollout.request_timeout "
-            "for long generations. Training stops here; the checkpoints already saved in the output folder "
-            f"(checkpoint-*) are intact: restart the server ({self._start_command()}) and run the same "
-            "training command with --resume."
-        )
+        try:
+            return send(
+                self.session,
+                method,
+                self.url + path,
+                what=what,
+                server="Rollout server",
+                retries=self.config.retries,
+                backoff=self.backoff_s,
+                timeout=(min(10.0, timeout), timeout),
+                **kwargs,
+            )
+        except Refused as exc:  # our request is wrong: sending it again will not help
+            raise RolloutError(f"The rollout server at {self.url} rejected {what}: {exc.detail}") from None
+        except Unanswered as exc:
+            raise RolloutError(
+                f"The rollout server at {self.url} did not answer {what} after {exc.attempts} attempts "
+                f"(last: {exc.last}). It died, hangs or cannot be reached: check the `posttrain vllm-serve` log "
+                "(out of memory? killed?), that it still listens at rollout.server_url, and rollout.request_timeout "
+                "for long generations. Training stops here; the checkpoints already saved in the output folder "
+                f"(checkpoint-*) are intact: restart the server ({self._start_command()}) and run the same "
+                "training command with --resume."
+            ) from None
 
     def _start_command(self) -> str:
         address = urlparse(self.url)
