@@ -325,23 +325,27 @@ class Capturing(GRPOTrainer):
         return self.captured
 
 
+def tiny_grpo_args(tmp_path, **changes) -> GRPOConfig:
+    """The GRPO settings of the trainer tests below: CPU, fp32, 4 completions of up to 120 tokens per prompt."""
+    settings = {
+        "output_dir": str(tmp_path),
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 120,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+    }
+    return GRPOConfig(**{**settings, **changes})
+
+
 def make_grpo(tiny_model, data_path, tmp_path, rollout_func, reward):
     model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
     train_ds, _ = load_datasets(DataConfig(path=data_path))
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=120,
-        max_steps=1,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-    )
+    args = tiny_grpo_args(tmp_path, max_steps=1, learning_rate=1e-2)
     return Capturing(
         model=model,
         reward_funcs=reward,
@@ -447,20 +451,7 @@ def test_posttrain_trainer_with_a_rollout_engine_syncs_it_and_corrects_only_mode
     scripts = {"*": ["<search>sum</search>", "<answer>3</answer>"]}
     engine = ScriptedButScored(copy_model, tok, scripts)
     tool = FakeTool({"sum": [Hit("d7", "Sums", "Add the digits.")]})
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=120,
-        max_steps=2,
-        learning_rate=5e-2,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-    )
+    args = tiny_grpo_args(tmp_path, max_steps=2, learning_rate=5e-2)
     trainer = PosttrainTrainer(
         model=model,
         reward_plugins=[RewardPlugin(SeededRandom(), "random")],
