@@ -8,7 +8,7 @@
 **Training** (``recipes/mash_search.yaml`` shrunk for a CPU: SQuAD questions, BM25 over the shipped
 SQuAD passages, ``pay_per_search`` with lam 0.5). SmolLM2-135M never writes ``<search>`` or
 ``<answer>`` on its own, so every reward would be 0; as MASH does (its RL starts from a warm-start
-SFT checkpoint), a short warm start on template trajectories comes first
+SFT checkpoint), a warm start on template trajectories comes first (about 10 min on 2 CPU cores)
 (:mod:`posttrain.warmstart`: two thirds search once, one third answer directly, gold answers,
 documents masked; 360 examples at lr 1e-4: with 120 at 5e-5 the model learnt the format but not
 to copy the answer from the passage, and sampled rollouts were almost never right, docs/methods.md).
