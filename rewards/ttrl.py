@@ -3,30 +3,40 @@
 No labels are needed: the group of completions for one question votes.
 
 ``ttrl_majority`` (TTRL, Zuo et al., arXiv 2504.16084): the group's majority answer is the
-pseudo-label; a completion scores 1 if its answer equals it, else 0. Answers are compared by
-mathematical equivalence (``0.5`` and ``\\frac{1}{2}`` are one answer), unparseable answers do not
-vote and score 0, ties go to the answer seen first.
+pseudo-label; a completion scores 1 if its answer equals it, else 0. As in TTRL's code
+(PRIME-RL/TTRL, ``ttrl_utils._majority_vote``), answers are read from the last ``\\boxed{}`` only
+(``extract: boxed``), completions without one do not vote and score 0, and the vote share is counted
+over the whole group. Answers are compared by mathematical equivalence (``0.5`` and ``\\frac{1}{2}`` are
+one answer; TTRL votes on simplified strings and rewards by equivalence); ties go to the answer seen first.
 
-``ttrv_frequency`` (TTRV, Singh et al., arXiv 2510.06783): the share of the group giving the same
-answer, minus ``entropy_weight`` (0.75) x the normalised entropy of the group's answers
-(H / log M over M distinct answers, 0 when all agree). Unparseable answers score 0 and take no part in
-the distribution. ``entropy: group`` is the paper's form: the same value for every completion of a
-group, so GRPO's group normalisation removes it and it never changes an update
-(``../shared/methods/mash-ttrl-memory-guig1.md`` 2.2; ``tests/test_ttrl.py`` checks it).
-``entropy: sample`` makes it act: completion j carries its own share of the entropy,
-``-log p_j / log M``, whose group mean is exactly the paper's term, so rare answers (the ones that
-spread the distribution) are penalised more than common ones. Measured on hand-built groups
-(``tests/test_ttrl.py``): this changes the advantages only in groups with three or more distinct vote
-counts; with two, any increasing function of the share normalises to the same +/- values.
+``ttrv_frequency`` (TTRV, Singh et al., arXiv 2510.06783; Akshit21112002/TTRV ``ttt_metrics``): over
+the N completions of a group, each distinct answer k has share p_k = count_k / N, and a completion
+without an answer is a class of its own (the reference maps it to ""), in the shares and in the entropy.
+The reward of completion j with answer class k(j) is
+
+    r_j = p_k(j) - entropy_weight * H / log M        (``entropy: group``, the paper's form)
+    r_j = p_k(j) - entropy_weight * (-log p_k(j)) / log M   (``entropy: sample``)
+
+with H = -sum_k p_k log p_k over the M classes (the penalty is 0 when M = 1), entropy_weight 0.75.
+Both are increasing in p_k(j), so a completion never scores above one whose answer has a larger share,
+and a non-answer never above the majority. The group form is the same number for every completion
+of a group: subtracting the group mean removes it exactly, so under ``scale_rewards: group`` or
+``none`` it never changes an advantage (``tests/test_ttrl.py`` checks it); under ``scale_rewards:
+batch`` it only changes the batch std that all advantages are divided by. The sample form carries
+each completion's own share of the entropy (its group mean is the group form), so rare answers are
+penalised more than common ones; it changes advantages in groups with three or more distinct shares.
+Answers are read as TTRV's math path reads them (``extract: qwen_math``: last box, "the answer is",
+last number).
 
 Recipe entries (group-level plugins):
 
-    - {name: ttrl_majority, weight: 1.0}
+    - {name: ttrl_majority, weight: 1.0, kwargs: {extract: boxed}}
     - {name: ttrv_frequency, weight: 1.0, kwargs: {entropy_weight: 0.75, entropy: sample}}
 
-When the data has an ``answer`` column (a labelled benchmark used unlabelled), TTRL's diagnostics
-are logged: ``ttrl/label_accuracy`` (pseudo-label vs truth), ``ttrl/reward_accuracy`` (share of
-rewards that equal the true correctness); always ``ttrl/majority_ratio`` and ``ttrl/no_answer_groups``.
+Logged: ``ttrl/majority_ratio``, ``ttrl/no_answer`` (share of completions without an answer),
+``ttrl/no_answer_groups`` (groups where no completion answered) and, when the data has an ``answer``
+column (a labelled benchmark used unlabelled), TTRL's diagnostics ``ttrl/label_accuracy``
+(pseudo-label vs truth) and ``ttrl/reward_accuracy`` (share of rewards equal to the true correctness).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from typing import Any
 from posttrain.errors import RewardError
 from posttrain.evaluation import clusters
 from posttrain.rewards import completion_text, group_reward
-from rewards.math import answers_match, extract_answer, normalize_gsm8k
+from rewards.math import answers_match, get_extractor, normalize_gsm8k
 
 ENTROPY_MODES = ("group", "sample")
 
@@ -59,6 +69,7 @@ def _diagnostics(
     if log is None:
         return
     log("ttrl/majority_ratio", sum(shares) / len(shares))
+    log("ttrl/no_answer", sum(a is None for a in answers) / len(answers))
     log("ttrl/no_answer_groups", sum(label is None for label in labels) / len(labels))
     group_truths = truths[::group_size]
     if any(t is not None for t in group_truths):
@@ -93,13 +104,16 @@ def majority_hits(group: Sequence[str | None]) -> tuple[str | None, float, list[
 
 
 @group_reward
-def ttrl_majority(completions, group_size, answer=None, log_metric=None, **kwargs) -> list[float]:
+def ttrl_majority(
+    completions, group_size, extract="boxed", answer=None, log_metric=None, **kwargs
+) -> list[float]:
     """1.0 where a completion's answer equals its group's majority answer, else 0.0.
 
-    >>> ttrl_majority(["\\\\boxed{2}", "\\\\boxed{3}", "\\\\boxed{2.0}", "no idea"], group_size=4)
+    >>> ttrl_majority(["\\\\boxed{2}", "\\\\boxed{3}", "\\\\boxed{2.0}", "so 2"], group_size=4)
     [1.0, 0.0, 1.0, 0.0]
     """
-    answers = [extract_answer(completion_text(c)) for c in completions]
+    extractor = get_extractor(extract, "ttrl_majority")
+    answers = [extractor(completion_text(c)) for c in completions]
     truths = [_truth(a) for a in answer] if answer is not None else [None] * len(answers)
     rewards: list[float] = []
     labels, shares = [], []
@@ -113,36 +127,41 @@ def ttrl_majority(completions, group_size, answer=None, log_metric=None, **kwarg
 
 
 def frequency_rewards(group: Sequence[str | None], entropy_weight: float, entropy: str) -> list[float]:
-    """TTRV's reward for one group of extracted answers (module docstring).
+    """TTRV's reward for one group of extracted answers, None = no answer, a class of its own (module docstring).
 
     >>> frequency_rewards(["1", "1", "2", "2"], 0.75, "group")
     [-0.25, -0.25, -0.25, -0.25]
-    >>> frequency_rewards(["1", "1", "1", None], 0.75, "group")
-    [0.75, 0.75, 0.75, 0.0]
+    >>> [round(r, 4) for r in frequency_rewards(["1", "1", "1", None], 0.75, "group")]
+    [0.1415, 0.1415, 0.1415, -0.3585]
     """
-    ids = clusters(group)
-    voted = [k for k in ids if k is not None]
-    if not voted:
-        return [0.0] * len(group)
-    counts = [voted.count(k) for k in range(max(voted) + 1)]
-    n, m = len(group), len(counts)
-    probs = [c / len(voted) for c in counts]
-    norm = math.log(m) if m > 1 else 1.0
-    h_norm = -sum(p * math.log(p) for p in probs) / norm if m > 1 else 0.0
+    ids = clusters(list(group))
+    none_class = max((k for k in ids if k is not None), default=-1) + 1
+    classes = [none_class if k is None else k for k in ids]
+    n = len(classes)
+    counts = {k: classes.count(k) for k in classes}
+    probs = {k: c / n for k, c in counts.items()}
+    m = len(counts)
+    if m == 1:
+        return [1.0] * n
+    norm = math.log(m)
+    h_norm = -sum(p * math.log(p) for p in probs.values()) / norm
     out = []
-    for k in ids:
-        if k is None:
-            out.append(0.0)
-            continue
-        share = counts[k] / n
-        penalty = h_norm if entropy == "group" else (-math.log(probs[k]) / norm if m > 1 else 0.0)
-        out.append(share - entropy_weight * penalty)
+    for k in classes:
+        penalty = h_norm if entropy == "group" else -math.log(probs[k]) / norm
+        out.append(probs[k] - entropy_weight * penalty)
     return out
 
 
 @group_reward
 def ttrv_frequency(
-    completions, group_size, entropy_weight=0.75, entropy="group", answer=None, log_metric=None, **kwargs
+    completions,
+    group_size,
+    entropy_weight=0.75,
+    entropy="group",
+    extract="qwen_math",
+    answer=None,
+    log_metric=None,
+    **kwargs,
 ) -> list[float]:
     """Share of the group giving the same answer minus ``entropy_weight`` x normalised entropy."""
     if isinstance(entropy_weight, bool) or not isinstance(entropy_weight, int | float) or entropy_weight < 0:
@@ -152,7 +171,8 @@ def ttrv_frequency(
             f"ttrv_frequency: `entropy` must be one of {list(ENTROPY_MODES)}, got {entropy!r} ('group': the "
             "paper's form, removed by GRPO's group normalisation; 'sample': each completion's share of it)."
         )
-    answers = [extract_answer(completion_text(c)) for c in completions]
+    extractor = get_extractor(extract, "ttrv_frequency")
+    answers = [extractor(completion_text(c)) for c in completions]
     rewards: list[float] = []
     labels, shares, majority = [], [], []
     for start in range(0, len(answers), group_size):
