@@ -37,28 +37,37 @@ from posttrain.retrieval.config import SearchConfig
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
 
-# Presets of TRL loss settings per method name. A preset only fills keys the recipe leaves unset.
-# GRPO: DeepSeekMath (arXiv 2402.03300); Dr.GRPO: arXiv 2503.20783 (no length or std normalisation);
-# DAPO: arXiv 2503.14476 (token-level loss, clip-higher, overlong filtering); GCPO: GeometryZero
-# (arXiv 2506.07160): GRPO's loss and group normalisation, no KL (the authors' scripts: init_kl_coef 0).
+# Every TRL setting a method's reference relies on, set explicitly (a preset only fills keys the recipe
+# leaves unset); docs/methods.md has the table with the source of each value. Common to all: PPO clip
+# 0.2 both sides, sampling temperature 1.0, and the plain k3 KL estimator without TRL 1.16's
+# importance-weighted "bias correction" (its default) wherever the reference has a KL term.
+_PLAIN = {"epsilon": 0.2, "temperature": 1.0, "top_p": 1.0, "use_bias_correction_kl": False}
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
-    "dr_grpo": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+    # GRPO (DeepSeekMath, arXiv 2402.03300) as TRL defines it: sequence-mean loss, group mean/std, no KL.
+    "grpo": {**_PLAIN, "loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
+    # Dr.GRPO (arXiv 2503.20783): no length or std normalisation.
+    "dr_grpo": {**_PLAIN, "loss_type": "dr_grpo", "scale_rewards": "none", "beta": 0.0},
+    # DAPO (arXiv 2503.14476): token-level loss, clip-higher 0.28, overlong filtering, no KL.
     "dapo": {
+        **_PLAIN,
         "loss_type": "dapo",
         "scale_rewards": "group",
+        "beta": 0.0,
         "epsilon_high": 0.28,
         "mask_truncated_completions": True,
     },
-    "gcpo": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
-    # SPARK (arXiv 2509.22624): GRPO with a k3 KL loss term of 0.001 (the authors' scripts).
-    "spark": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
-    # TTRL (arXiv 2504.16084) and TTRV (arXiv 2510.06783): GRPO with a k3 KL loss of 0.001 (both
-    # papers' verl scripts); votes vs trained samples are method.train_samples.
-    "ttrl": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
-    "ttrv": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.001},
-    # MASH (arXiv 2510.01152): GRPO with group normalisation and no KL (its verl config).
-    "mash": {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
+    # GCPO (GeometryZero, arXiv 2506.07160): OpenRLHF GRPO, token-level mean per micro-batch (bnpo), no KL
+    # (the authors' scripts: init_kl_coef 0).
+    "gcpo": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.0},
+    # SPARK (arXiv 2509.22624): OpenRLHF's token-level PolicyLoss (bnpo) plus a k3 KL loss of 0.001.
+    "spark": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
+    # TTRL (arXiv 2504.16084) and TTRV (arXiv 2510.06783): verl GRPO, token-mean loss (bnpo), KL loss 0.001
+    # (low_var_kl: k3); votes vs trained samples are method.train_samples.
+    "ttrl": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
+    "ttrv": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
+    # MASH (arXiv 2510.01152): verl GRPO with micro-batch 1 (a per-sequence token mean: grpo), no KL, an
+    # entropy bonus of 0.001.
+    "mash": {**_PLAIN, "loss_type": "grpo", "scale_rewards": "group", "beta": 0.0, "entropy_coef": 0.001},
 }
 
 # Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
@@ -66,21 +75,30 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 # auxiliary reward + 0.5 x min(tokens, 900) / 900.
 METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
     "gcpo": [
-        {"name": "accuracy", "weight": 1.0},
-        {"name": "format", "weight": 0.5},
-        {"name": "gcpo_contrastive", "weight": 0.5, "kwargs": {"epsilon": 0.05}},
+        {"name": "accuracy", "weight": 1.0, "kwargs": {"extract": "tagged", "rel_tol": 0.02}},
+        {"name": "format", "weight": 0.5, "kwargs": {"style": "geometryzero"}},
+        {
+            "name": "gcpo_contrastive",
+            "weight": 0.5,
+            "kwargs": {"epsilon": 0.05, "extract": "tagged", "rel_tol": 0.02},
+        },
         {"name": "length", "weight": 0.5, "kwargs": {"cap": 900}},
     ],
-    # SPARK: the task's accuracy on the original prompts; judge verdicts and reflections on recycled ones.
+    # SPARK: the task's accuracy on the original prompts (its verifier reads the first box); judge verdicts
+    # and reflections on recycled ones.
     "spark": [
-        {"name": "accuracy", "weight": 1.0, "tasks": ["solve"]},
+        {"name": "accuracy", "weight": 1.0, "tasks": ["solve"], "kwargs": {"extract": "first_boxed"}},
         {"name": "spark_judge", "weight": 1.0},
     ],
     # Test-time RL: no labels; the group's agreement with itself. TTRV's entropy term in its per-sample
     # form (rewards/ttrl.py): the paper's group form is a constant per group that GRPO removes.
-    "ttrl": [{"name": "ttrl_majority", "weight": 1.0}],
+    "ttrl": [{"name": "ttrl_majority", "weight": 1.0, "kwargs": {"extract": "boxed"}}],
     "ttrv": [
-        {"name": "ttrv_frequency", "weight": 1.0, "kwargs": {"entropy_weight": 0.75, "entropy": "sample"}}
+        {
+            "name": "ttrv_frequency",
+            "weight": 1.0,
+            "kwargs": {"entropy_weight": 0.75, "entropy": "sample", "extract": "qwen_math"},
+        }
     ],
     # MASH: exact match x lam^(searches - fewest searches of a correct answer); lam 0.5 (single-hop).
     "mash": [{"name": "pay_per_search", "weight": 1.0, "kwargs": {"lam": 0.5, "penalty": "exp"}}],

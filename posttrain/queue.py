@@ -1,15 +1,9 @@
-"""The prompt queue: later work (SPARK's recycler, curricula) injects whole groups of new prompts.
+"""The prompt queue: later work (SPARK's recycler, curricula) adds whole groups of new prompts.
 
 Each queued item is one dataset-like row (same keys as the data set's rows, plus e.g. ``task``);
-the trainer repeats it ``group_size`` times and puts it in place of a whole group of the next
-generation batch. Groups are laid out over processes like this (G = group size, 2 processes):
-
-    global batch   | g0 g0 g0 g0 | g1 g1 g1 g1 | g2 g2 g2 g2 | g3 g3 g3 g3 |
-    process        |<------- rank 0 -------->|<------- rank 1 -------->|
-    inject k=1     |                                        | q0 q0 q0 q0 |
-
-The last ``k`` groups of the *global* batch are replaced, so a group that spans two processes is
-replaced on both; every process must hold the same queue (fill it from gathered data).
+:class:`posttrain.feed.PromptFeed` repeats it ``group_size`` times as one group of a later generation
+batch, in addition to the data. Every process must hold the same queue (fill it from gathered data):
+the feed composes the same global batch on each and each takes its slice.
 """
 
 from __future__ import annotations
@@ -76,34 +70,3 @@ class GroupQueue:
         self.max_fraction = state.get("max_fraction", self.max_fraction)
         self.dropped = state.get("dropped", 0)
         self._last_was_phase = state.get("last_was_phase", False)
-
-
-def inject_groups(
-    local_rows: list[dict[str, Any]],
-    queued: list[dict[str, Any]],
-    process_index: int,
-    num_processes: int,
-    group_size: int,
-) -> list[dict[str, Any]]:
-    """Replace the last ``len(queued)`` groups of the global batch with the queued rows.
-
-    ``local_rows`` is this process's slice (length B_local); the global batch is
-    ``num_processes * B_local`` rows, ``group_size`` consecutive rows per prompt. Returns a new
-    list of length B_local whose rows all share the same keys (missing keys filled with None).
-    """
-    if not queued:
-        return local_rows
-    n_local = len(local_rows)
-    n_groups = n_local * num_processes // group_size
-    first_injected = n_groups - len(queued)
-    if first_injected < 0:
-        raise ValueError(f"Cannot inject {len(queued)} groups into a batch of {n_groups} groups.")
-    start = process_index * n_local
-    out = []
-    for i, row in enumerate(local_rows):
-        group = (start + i) // group_size
-        out.append(dict(queued[group - first_injected]) if group >= first_injected else row)
-    keys: dict[str, None] = {}
-    for row in (*local_rows, *queued):
-        keys.update(dict.fromkeys(row))
-    return [{k: row.get(k) for k in keys} for row in out]

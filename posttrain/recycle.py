@@ -1,6 +1,6 @@
 """SPARK's recycler: every scored step's rollouts become judge and reflection tasks for the same model.
 
-SPARK (arXiv 2509.22624; ``../shared/methods/spark-gcpo.md`` section 1.4) keeps the rollouts of each
+SPARK (arXiv 2509.22624; InternLM/Spark ``new_data_gen.py``; docs/methods.md) keeps the rollouts of each
 RLVR step and their verified correctness, and turns each prompt's group into new verifiable prompts:
 
     all correct  -> pointwise judgement of rollout 0's answer, labelled correct
@@ -10,16 +10,21 @@ RLVR step and their verified correctness, and turns each prompt's group into new
     any wrong    -> reflection on a wrong rollout: its full text for the first half of the batch's
                     groups, its final answer only for the second half; target = the ground truth
 
-Judge prompts show the final answer only (as the reference code does). At most ``judge_cap`` judge
+Judge prompts show the final answer only, read as SPARK reads it (:func:`shown_answer`: the first
+``\\boxed{}``); a drawn rollout without one is not recycled (the task is dropped, as in the reference). Judge and
+reflection prompts keep the source row's system message (:func:`posttrain.spark.templates.chat`, the
+builder ``posttrain generate --reflect`` uses too). At most ``judge_cap`` judge
 and ``reflect_cap`` reflection tasks are kept per step (a random subset; by default half the batch's
 prompts each, like the reference's 32 + 32 per 64 prompts). Recycled rows carry
 ``task`` (``pointwise`` | ``pairwise`` | ``reflection``), ``judge_label`` (``Yes``/``No``/``A``/``B``
 for judge tasks) and, for reflection, the original ``answer``/``verifier``; they go into the
 trainer's :class:`~posttrain.queue.GroupQueue` and are trained later as whole groups with the same
-objective (``spark_judge`` scores them). Recycled tasks are not recycled again.
+objective (``spark_judge`` scores them), in addition to the data (:mod:`posttrain.feed`). Recycled
+tasks are not recycled again.
 
 The recycler is a scored hook: it sees the batch gathered from every process, and its random draws
-are seeded by ``(spark.seed, global step)``, so every process builds the same tasks.
+are seeded by ``(spark.seed, generation batch index)``, so every process builds the same tasks and two
+generation batches of one optimizer step do not repeat each other's draws.
 
     recycler = Recycler(SparkConfig(), trainer.queue, log=trainer.log_metric)
     trainer.add_scored_hook(recycler)
@@ -36,7 +41,7 @@ from typing import Any
 from posttrain.errors import ConfigError
 from posttrain.rewards import completion_text
 from posttrain.spark import templates
-from rewards.math import extract_answer, score
+from rewards.math import score
 
 SOLVE = "solve"
 TASKS = ("pointwise", "pairwise", "reflection")
@@ -94,7 +99,7 @@ def _row(
 ) -> dict[str, Any]:
     reflect = task == "reflection"
     return {
-        "prompt": [{"role": "user", "content": text}],
+        "prompt": templates.chat(text, source),
         "question": source.get("question") if reflect else text,
         # Judge rows have no math answer: `accuracy` must not score a verdict against it.
         "answer": source.get("answer") if reflect else None,
@@ -108,30 +113,34 @@ def _row(
 def judge_task(
     source: dict[str, Any], rollouts: Sequence[Rollout], rng: random.Random, pointwise_share: float
 ) -> tuple[str, str, str] | None:
-    """One judge task for a group: ``(task, prompt text, label)``, or None when no answer can be shown."""
+    """One judge task for a group: ``(task, prompt text, label)``, or None when no answer can be shown.
+
+    The draws follow SPARK's ``new_data_gen``: in a mixed group the rollout is drawn from the whole class
+    (pointwise) or one from each class (pairwise) and the task is dropped when a drawn rollout has no
+    boxed answer; an all-wrong group draws among the wrong rollouts that have one.
+    """
     question = source.get("question") or ""
-    right = [r for r in rollouts if r.correct and r.answer is not None]
-    wrong = [r for r in rollouts if not r.correct and r.answer is not None]
     if all(r.correct for r in rollouts):
         if rollouts[0].answer is None:
             return None
         return ("pointwise", *templates.pointwise(question, rollouts[0].answer, True, rng))
+    wrong = [r for r in rollouts if not r.correct]
     if not any(r.correct for r in rollouts):
-        if not wrong:
+        shown = [r for r in wrong if r.answer is not None]
+        if not shown:
             return None
-        return ("pointwise", *templates.pointwise(question, rng.choice(wrong).answer, False, rng))
+        return ("pointwise", *templates.pointwise(question, rng.choice(shown).answer, False, rng))
+    right = [r for r in rollouts if r.correct]
     if rng.random() < pointwise_share:
         correct = rng.random() < 0.5  # the label class first, uniformly, then a rollout of it
-        pool = right if correct else wrong
-        if not pool:
+        drawn = rng.choice(right if correct else wrong)
+        if drawn.answer is None:
             return None
-        return ("pointwise", *templates.pointwise(question, rng.choice(pool).answer, correct, rng))
-    if not right or not wrong:
+        return ("pointwise", *templates.pointwise(question, drawn.answer, correct, rng))
+    good, bad = rng.choice(right), rng.choice(wrong)
+    if good.answer is None or bad.answer is None:
         return None
-    return (
-        "pairwise",
-        *templates.pairwise(question, rng.choice(right).answer, rng.choice(wrong).answer, rng),
-    )
+    return ("pairwise", *templates.pairwise(question, good.answer, bad.answer, rng))
 
 
 def reflection_task(
@@ -144,6 +153,26 @@ def reflection_task(
         return templates.reflection(question, rng.choice(wrong).text, "cot", rng) if wrong else None
     wrong = [r for r in rollouts if not r.correct and r.answer is not None]
     return templates.reflection(question, rng.choice(wrong).answer, "answer", rng) if wrong else None
+
+
+def shown_answer(text: str) -> str | None:
+    """The answer a judge is shown for a rollout, by SPARK's rule (``new_data_gen.extract_boxed_answer``):
+    the content of the first ``\\boxed{``, up to its closing brace or, when it never closes, to the end of
+    the text; None without a box or with an empty one.
+
+    >>> shown_answer("so \\\\boxed{4} or \\\\boxed{5}"), shown_answer("so \\\\boxed{4"), shown_answer("4")
+    ('4', '4', None)
+    """
+    start = text.find("\\boxed{")
+    if start == -1:
+        return None
+    depth, chars = 1, []
+    for ch in text[start + len("\\boxed{") :]:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0:
+            break
+        chars.append(ch)
+    return "".join(chars).strip() or None
 
 
 def build_tasks(
@@ -182,15 +211,28 @@ def build_tasks(
 
 
 class Recycler:
-    """Scored hook: turn each training batch's solve groups into SPARK tasks and queue them."""
+    """Scored hook: turn each training batch's solve groups into SPARK tasks and queue them.
 
-    def __init__(self, cfg: SparkConfig, queue, log: Callable[[str, float], None] | None = None):
+    ``extract``: the answer policy of the method's ``accuracy`` reward, so that a judge label is exactly the
+    reward the rollout got (SPARK: ``first_boxed``). The answer shown to a judge is always the first
+    ``\\boxed{}`` (SPARK's rule); a rollout without one is never shown.
+    """
+
+    def __init__(
+        self,
+        cfg: SparkConfig,
+        queue,
+        log: Callable[[str, float], None] | None = None,
+        extract: str = "first_boxed",
+    ):
         self.cfg = cfg
         self.queue = queue
         self.log = log
+        self.extract = extract
 
     def __call__(self, batch) -> None:
-        step = int(batch.extra.get("global_step", 0))
+        # Seeded per generation batch, not per optimizer step: two batches of one step draw differently.
+        draw = int(batch.extra.get("generation_index", batch.extra.get("global_step", 0)))
         tasks = [row.get("task") or SOLVE for row in batch.rows]
         g = batch.group_size
         groups, skipped = [], 0
@@ -203,11 +245,11 @@ class Recycler:
                 continue
             rollouts = []
             for text in map(completion_text, batch.completions[start : start + g]):
-                ok = score(text, source.get("answer"), source.get("verifier") or None) >= 1.0
-                rollouts.append(Rollout(text=text, answer=extract_answer(text), correct=ok))
+                ok = score(text, source.get("answer"), source.get("verifier") or None, self.extract) >= 1.0
+                rollouts.append(Rollout(text=text, answer=shown_answer(text), correct=ok))
             groups.append((source, rollouts))
-        rng = random.Random(f"{self.cfg.seed}:{step}")
-        rows, stats = build_tasks(groups, self.cfg, rng, step, batch_groups=len(batch.rows) // g)
+        rng = random.Random(f"{self.cfg.seed}:{draw}")
+        rows, stats = build_tasks(groups, self.cfg, rng, draw, batch_groups=len(batch.rows) // g)
         self.queue.put(rows)
         if self.log is not None:
             self._log(batch, tasks, stats, skipped)

@@ -14,7 +14,7 @@ Two procedures from SPARK (Liu et al., arXiv 2509.22624; ``../shared/methods/spa
               anything else         -> reflect (REFLECT_TEMPLATE, shown a0 only) -> a1; a0 := a1
       after `rounds` reflections the last answer stands (it is not judged again)
 
-  An answer that cannot be extracted (``extract_answer`` is None) counts as judged wrong without
+  An answer that cannot be extracted (SPARK's rule: no ``\\boxed{}``) counts as judged wrong without
   asking the judge: the row goes straight to reflection, shown :data:`NO_ANSWER`. So a row costs at
   most ``1 + 2 * rounds`` calls.
 
@@ -27,9 +27,9 @@ Two procedures from SPARK (Liu et al., arXiv 2509.22624; ``../shared/methods/spa
 
 Both are pure logic over a :data:`Generator` (chat prompts -> one greedy completion each), so tests
 script a fake model and the CLI passes :func:`hf_generator`. Each stage is one call over the rows
-still active, which lets the backend batch them. Judge and reflection prompts are single user
-turns, after the row's own system message when it has one (the policy sees the context it was
-trained with).
+still active, which lets the backend batch them. Judge and reflection prompts are built by
+:func:`posttrain.spark.templates.chat`, the same function that builds the recycled training prompts:
+the row's own system message, then one user turn.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from typing import Any
 
 from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation import generate as hf_generate
-from posttrain.evaluation import is_correct
-from posttrain.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, pointwise
-from rewards.math import extract_answer
+from posttrain.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, chat, pointwise
+from rewards.math import get_extractor, score
 from rewards.spark import judge_verdict
 
 Chat = list[dict[str, str]]
@@ -70,15 +69,16 @@ def labelled(row: dict[str, Any]) -> bool:
     return bool(row.get("answer")) or bool(row.get("verifier"))
 
 
-def _correct(text: str, row: dict[str, Any]) -> bool | None:
+ANSWER_POLICY = "first_boxed"
+"""How answers are read, by default: SPARK's rule (the first ``\\boxed{}``, as its recycler and verifier
+read them), so the judge sees at test time the answers it was trained to judge."""
+
+
+def _correct(text: str, row: dict[str, Any], extract: str = ANSWER_POLICY) -> bool | None:
     """The verifier's judgement of a completion; None for an unlabelled row."""
-    return is_correct(text, row) if labelled(row) else None
-
-
-def _chat(text: str, row: dict[str, Any]) -> Chat:
-    """A single user turn, after the row's system message(s) if any."""
-    system = [m for m in row.get("prompt") or [] if m.get("role") == "system"]
-    return [*system, {"role": "user", "content": text}]
+    if not labelled(row):
+        return None
+    return score(text, row.get("answer") or "", row.get("verifier") or None, extract) >= 1.0
 
 
 def _mean(values: Iterable[float | bool]) -> float | None:
@@ -110,7 +110,10 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def solve(
-    generate: Generator, rows: list[dict[str, Any]], initial: list[str] | None = None
+    generate: Generator,
+    rows: list[dict[str, Any]],
+    initial: list[str] | None = None,
+    extract: str = ANSWER_POLICY,
 ) -> list[dict[str, Any]]:
     """The solve stage alone: each row's own prompt, one greedy completion; one record per row.
 
@@ -122,20 +125,21 @@ def solve(
         initial = _call(generate, [row["prompt"] for row in rows])
     elif len(initial) != len(rows):
         raise ValueError(f"initial has {len(initial)} completions for {len(rows)} rows")
+    answer_of = get_extractor(extract)
     records = []
     for row, text in zip(rows, initial):
-        correct = _correct(text, row)
+        correct = _correct(text, row, extract)
         records.append(
             {
                 "id": row.get("id"),
                 "question": row["question"],
                 "answer": row.get("answer"),
                 "completion": text,
-                "extracted": extract_answer(text),
+                "extracted": answer_of(text),
                 "correct_initial": correct,
                 "rounds": [],
                 "final_completion": text,
-                "final_answer": extract_answer(text),
+                "final_answer": answer_of(text),
                 "correct": correct,
                 "calls": 1,
             }
@@ -148,6 +152,7 @@ def solve_judge_reflect(
     rows: list[dict[str, Any]],
     rounds: int = 2,
     initial: list[str] | None = None,
+    extract: str = ANSWER_POLICY,
 ) -> list[dict[str, Any]]:
     """Run the test-time loop (module docstring) over ``rows``; one record per row.
 
@@ -166,7 +171,8 @@ def solve_judge_reflect(
     """
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1 (reflection rounds after the first solve), got {rounds}.")
-    records = solve(generate, rows, initial)
+    records = solve(generate, rows, initial, extract)
+    answer_of = get_extractor(extract)
     active = list(range(len(rows)))
     for _ in range(rounds):
         for i in active:
@@ -182,7 +188,7 @@ def solve_judge_reflect(
         # Judge stage: only rows with an answer to show; a missing answer is wrong without asking.
         asked = [i for i in active if records[i]["final_answer"] is not None]
         prompts = [
-            _chat(
+            chat(
                 JUDGE_TEMPLATE.format(question=rows[i]["question"], answer=records[i]["final_answer"]),
                 rows[i],
             )
@@ -197,7 +203,7 @@ def solve_judge_reflect(
         active = [i for i in active if i not in stopped]
         # Reflection stage: every row the judge did not accept.
         prompts = [
-            _chat(
+            chat(
                 REFLECT_TEMPLATE.format(
                     question=rows[i]["question"], answer=records[i]["final_answer"] or NO_ANSWER
                 ),
@@ -207,11 +213,11 @@ def solve_judge_reflect(
         ]
         for i, text in zip(active, _call(generate, prompts)):
             rec = records[i]
-            correct = _correct(text, rows[i])
-            rec["rounds"][-1].update(reflection=text, extracted=extract_answer(text), correct=correct)
+            correct = _correct(text, rows[i], extract)
+            rec["rounds"][-1].update(reflection=text, extracted=answer_of(text), correct=correct)
             rec.update(
                 final_completion=text,
-                final_answer=extract_answer(text),
+                final_answer=answer_of(text),
                 correct=correct,
                 calls=rec["calls"] + 1,
             )
@@ -268,6 +274,7 @@ def judge_eval(
     samples_per_row: int,
     sampler: Sampler,
     rng: random.Random,
+    extract: str = ANSWER_POLICY,
 ) -> tuple[dict[str, float | int | None], list[dict[str, Any]]]:
     """Judge accuracy of the policy on its own sampled answers; returns (metrics, task records).
 
@@ -294,6 +301,7 @@ def judge_eval(
             f"(e.g. {unlabelled[0]!r}). Point data.answer_field at the answer column, or drop --judge."
         )
     samples = sampler([row["prompt"] for row in rows], samples_per_row)
+    answer_of = get_extractor(extract)
     tasks: list[dict[str, Any]] = []
     prompts: list[Chat] = []
     verified: list[bool] = []
@@ -301,9 +309,9 @@ def judge_eval(
     for row, texts in zip(rows, samples):
         candidates = []
         for text in texts:
-            ok = is_correct(text, row)
+            ok = bool(_correct(text, row, extract))
             verified.append(ok)
-            answer = extract_answer(text)
+            answer = answer_of(text)
             if answer is not None:
                 candidates.append((answer, ok))
         right, wrong = _first(candidates, True), _first(candidates, False)
@@ -314,7 +322,7 @@ def judge_eval(
                 tasks.append(
                     {**base, "kind": "pointwise", "answer": answer, "answer_correct": ok, "label": label}
                 )
-                prompts.append(_chat(text, row))
+                prompts.append(chat(text, row))
         if right is not None and wrong is not None:
             correct_first = n_pairs % 2 == 0
             n_pairs += 1
@@ -322,7 +330,7 @@ def judge_eval(
             text = rng.choice(PAIRWISE).format(question=row["question"], answer_a=a, answer_b=b)
             label = "A" if correct_first else "B"
             tasks.append({**base, "kind": "pairwise", "answer_a": a, "answer_b": b, "label": label})
-            prompts.append(_chat(text, row))
+            prompts.append(chat(text, row))
     for task, text in zip(tasks, _call(generate, prompts)):
         verdict = judge_verdict(text)
         task.update(judge=text, verdict=verdict, right=verdict == task["label"])

@@ -258,13 +258,16 @@ def run(
         advantage_transforms=transforms,
         loss_constant=recipe.method.loss_constant,
         train_samples=recipe.method.train_samples,
-        queue=_queue(recipe),
+        queue=_queue(recipe) if recipe.method.name == "spark" else None,
         rollout_func=_search_rollout(recipe, args),
     )
     if recipe.method.name == "spark":
         from posttrain.recycle import Recycler
 
-        trainer.add_scored_hook(Recycler(recipe.spark, trainer.queue, log=trainer.log_metric))
+        extract = next(
+            (r.kwargs.get("extract", "lenient") for r in recipe.rewards if r.name == "accuracy"), "first_boxed"
+        )  # judge labels are the rollouts' own accuracy rewards
+        trainer.add_scored_hook(Recycler(recipe.spark, trainer.queue, log=trainer.log_metric, extract=extract))
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 

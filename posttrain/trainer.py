@@ -2,7 +2,7 @@
 
 One training step, and where each hook sits::
 
-    queue ──► inject whole groups ──► generate ──► per-sample rewards (each process, TRL)
+    data + queue ──► feed (whole groups) ──► generate ──► per-sample rewards (each process, TRL)
                                                      └─► gather ─► group-level rewards (all rows)
           advantages (TRL) ──► advantage transforms ──► loss-mask hooks ──► scored hooks ──► update
 
@@ -11,8 +11,11 @@ One training step, and where each hook sits::
 - **Advantage transforms** ``fn(advantages (N,), batch) -> (N,)`` edit the global advantages.
 - **Loss-mask hooks** ``fn(output, batch) -> (B_local, T) mask | None`` drop tokens from the loss.
 - **Scored hooks** ``fn(batch)`` see every scored batch (e.g. SPARK's recycler) and may fill
-  :attr:`queue` with new prompts, which replace whole groups of later batches.
-- Stateful reward plugins and the queue are saved in every checkpoint and restored on resume.
+  :attr:`queue` with new prompts. With a queue, a :class:`~posttrain.feed.PromptFeed` composes every
+  generation batch from the data stream and the queue: recycled groups come in addition to the data,
+  no data prompt is skipped, and the run is bounded by ``max_steps``.
+- Stateful reward plugins, the queue and the feed are saved in every checkpoint and restored on
+  resume; evaluation never changes a stateful plugin (its state is put back after an eval batch).
 - ``loss_constant``: the sequence-sum loss divided by a constant (GUI-G1), from TRL's ``dr_grpo``
   loss rescaled (:mod:`posttrain.advantages`).
 - ``train_samples``: vote on all ``num_generations`` samples of a prompt, train on ``train_samples`` of
@@ -34,7 +37,7 @@ One training step, and where each hook sits::
 Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
 ``_generate_and_score_completions``, ``_generate``, ``_generate_single_turn``, ``_compute_loss``,
 ``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``_save_checkpoint``,
-``_load_optimizer_and_scheduler``.
+``_load_optimizer_and_scheduler``, ``get_train_dataloader``, ``get_resumed_dataloader``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ from trl import GRPOTrainer
 
 from posttrain.advantages import combined_rewards, constant_loss_scale, group_advantages, vote_subset
 from posttrain.errors import ConfigError
-from posttrain.queue import GroupQueue, inject_groups
+from posttrain.feed import PlaceholderLoader, PromptFeed
+from posttrain.queue import GroupQueue
 from posttrain.rewards import RewardPlugin
 from posttrain.rollout.base import RolloutEngine, SamplingSettings
 from posttrain.rollout.importance import importance_weights, token_advantages
@@ -129,7 +133,9 @@ class PosttrainTrainer(GRPOTrainer):
         self.advantage_transforms = list(advantage_transforms or [])
         self.loss_mask_hooks = list(loss_mask_hooks or [])
         self.scored_hooks = list(scored_hooks or [])
-        self.queue = queue if queue is not None else GroupQueue()
+        self.queue = queue
+        self.feed: PromptFeed | None = None
+        self._generations = 0  # training generation batches so far (seeds the recycler's draws)
         self._step_has_signal = False  # any micro-batch of the current optimizer step with a gradient
         self._last_inputs: dict[str, Any] | None = None
         self.skipped_steps = 0
@@ -151,6 +157,11 @@ class PosttrainTrainer(GRPOTrainer):
             )
         if rollout_engine is not None:
             self.set_rollout_engine(rollout_engine)
+        if queue is not None and self.train_dataset is not None:
+            self._check_feed_settings()
+            self.feed = PromptFeed(
+                self.train_dataset, queue, self.num_generations, args.seed, self.shuffle_dataset
+            )
         self.train_samples = train_samples
         if train_samples is not None:
             self._check_train_samples(train_samples)
@@ -185,6 +196,21 @@ class PosttrainTrainer(GRPOTrainer):
             raise ConfigError(
                 "method.train_samples recomputes the advantages of the trained samples with "
                 "multi_objective_aggregation: sum_then_normalize (the default); remove the other setting."
+            )
+
+    def _check_feed_settings(self) -> None:
+        if self.args.max_steps <= 0:
+            raise ConfigError(
+                "A prompt queue (SPARK's recycled tasks) adds optimizer steps that an epoch count cannot foresee: "
+                "set trainer.max_steps (every optimizer step counts, recycled or not); run.time_budget can stop "
+                "the run earlier."
+            )
+        from datasets import IterableDataset
+
+        if isinstance(self.train_dataset, IterableDataset):
+            raise ConfigError(
+                "A prompt queue (SPARK's recycled tasks) needs a map-style training data set (one with a length), "
+                "got an iterable one; load the data without streaming."
             )
 
     def set_rollout_engine(self, engine: RolloutEngine | None) -> None:
@@ -257,6 +283,18 @@ class PosttrainTrainer(GRPOTrainer):
         )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        if self.model.training:
+            return self._score(inputs, prompts, completions, completion_ids_list)
+        # Scoring held-out rows must not teach a stateful plugin (pay-per-search's history, ...).
+        saved = {p.name: copy.deepcopy(p.state_dict()) for p in self.reward_plugins if p.is_stateful}
+        try:
+            return self._score(inputs, prompts, completions, completion_ids_list)
+        finally:
+            for plugin in self.reward_plugins:
+                if plugin.name in saved:
+                    plugin.load_state_dict(saved[plugin.name])
+
+    def _score(self, inputs, prompts, completions, completion_ids_list):
         with self.timer("reward"):
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             self._scored = None
@@ -286,7 +324,7 @@ class PosttrainTrainer(GRPOTrainer):
             group_size=self.group_size,
             process_slice=slice(index * n_local, (index + 1) * n_local),
             mode="train" if self.model.training else "eval",
-            extra={"global_step": self.state.global_step},
+            extra={"global_step": self.state.global_step, "generation_index": self._generations},
         )
 
     def _run_group_plugin(self, plugin: RewardPlugin, batch: ScoredBatch) -> torch.Tensor:
@@ -305,8 +343,6 @@ class PosttrainTrainer(GRPOTrainer):
         return torch.tensor(out, dtype=torch.float32, device=batch.rewards_per_func.device)
 
     def _generate_and_score_completions(self, inputs):
-        if self.model.training and len(self.queue):
-            inputs = self._take_queued(inputs)
         output = super()._generate_and_score_completions(inputs)
         batch = self._scored
         if batch is not None and batch.mode == "train" and self.train_samples is not None:
@@ -330,6 +366,8 @@ class PosttrainTrainer(GRPOTrainer):
             for hook in self.scored_hooks:
                 with self.timer("recycle"):
                     hook(batch)
+        if self.model.training:
+            self._generations += 1
         return output
 
     def _keep_train_subset(self, output: dict[str, Any], batch: ScoredBatch) -> tuple[dict, ScoredBatch]:
@@ -368,17 +406,6 @@ class PosttrainTrainer(GRPOTrainer):
         )
         self._scored = subset
         return out, subset
-
-    def _take_queued(self, inputs: list[dict]) -> list[dict]:
-        g = self.num_generations
-        n_groups = len(inputs) * self.accelerator.num_processes // g
-        k = self.queue.take_count(n_groups)  # the same on every process: each holds the same queue
-        if k == 0:
-            return inputs
-        queued = self.queue.pop(k)
-        return inject_groups(
-            inputs, queued, self.accelerator.process_index, self.accelerator.num_processes, g
-        )
 
     def _apply_loss_masks(self, output: dict[str, Any], batch: ScoredBatch) -> None:
         mask = output.get("tool_mask")
@@ -444,10 +471,41 @@ class PosttrainTrainer(GRPOTrainer):
     def _prepare_inputs(self, generation_batch):
         start = time.perf_counter()
         try:
+            if self.feed is not None and self.model.training and self._starts_generation():
+                generation_batch = self._feed_batch()
             self._last_inputs = super()._prepare_inputs(generation_batch)
             return self._last_inputs
         finally:
             self._prepare_seconds += time.perf_counter() - start
+
+    # ----------------------------------------------------------------------------- the prompt feed
+    def _starts_generation(self) -> bool:
+        """Whether TRL's ``_prepare_inputs`` generates at this micro-step (its own condition)."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self._step % generate_every == 0 or self._buffered_inputs is None
+
+    def _feed_batch(self) -> list[dict[str, Any]]:
+        """This process's slice of the feed's next global generation batch."""
+        n_groups = self.args.generation_batch_size // self.num_generations
+        steps = self.args.steps_per_generation * self.num_iterations / self.args.gradient_accumulation_steps
+        rows, recycled = self.feed.next_batch(n_groups, steps)
+        self.log_metric("feed/recycled_share", recycled / n_groups)
+        self.log_metric("feed/recycled_steps", self.feed.recycled_steps)
+        self.log_metric("feed/data_passes", self.feed.pass_index + self.feed.position / len(self.feed.dataset))
+        n_local = len(rows) // self.accelerator.num_processes
+        start = self.accelerator.process_index * n_local
+        return rows[start : start + n_local]
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        if self.feed is None:
+            return loader
+        return PlaceholderLoader(len(loader), self.train_dataset)  # the Trainer counts steps from it
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        if isinstance(dataloader, PlaceholderLoader):
+            return dataloader.skipping(num_batches)  # the feed restores its own position
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def training_step(self, model, inputs, num_items_in_batch):
         start = time.perf_counter()
@@ -492,7 +550,9 @@ class PosttrainTrainer(GRPOTrainer):
             return
         state = {
             "rewards": {p.name: p.state_dict() for p in self.reward_plugins if p.is_stateful},
-            "queue": self.queue.state_dict(),
+            "queue": self.queue.state_dict() if self.queue is not None else None,
+            "feed": self.feed.state_dict() if self.feed is not None else None,
+            "generations": self._generations,
         }
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         torch.save(state, os.path.join(folder, STATE_FILE))
@@ -508,5 +568,9 @@ class PosttrainTrainer(GRPOTrainer):
         for plugin in self.reward_plugins:
             if plugin.is_stateful and plugin.name in state["rewards"]:
                 plugin.load_state_dict(state["rewards"][plugin.name])
-        self.queue.load_state_dict(state["queue"])
-        logger.info("Restored reward-plugin state and the prompt queue from %s", path)
+        if self.queue is not None and state.get("queue") is not None:
+            self.queue.load_state_dict(state["queue"])
+        if self.feed is not None and state.get("feed") is not None:
+            self.feed.load_state_dict(state["feed"])
+        self._generations = state.get("generations", 0)
+        logger.info("Restored reward-plugin state, the prompt queue and the feed from %s", path)

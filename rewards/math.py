@@ -11,7 +11,7 @@ How the final answer is read is a named policy, the reward's ``extract`` kwarg (
     lenient      last \\boxed{}, else last <answer>, else "answer is ...",  the default (ours)
                  else the last number
     boxed        the last \\boxed{} only                                    TTRL (ttrl_math.extract_answer)
-    first_boxed  the first \\boxed{} (unclosed: the rest of the text)       SPARK (new_data_gen, math_verify_2)
+    first_boxed  the first \\boxed{} only                                   SPARK (math_verify_2.reward_func)
     tagged       the first <answer>...</answer> (unclosed: after it)         GeometryZero (reward_utils)
     qwen_math    last \\boxed{}, else "the answer is", else last number     TTRV, TTRL's first release
 
@@ -96,20 +96,19 @@ def boxed_only(text: str) -> str | None:
 
 
 def first_boxed(text: str) -> str | None:
-    """Policy ``first_boxed``: the first ``\\boxed{`` of the text, as SPARK reads answers.
-
-    SPARK (InternLM/Spark, ``new_data_gen.extract_boxed_answer``) takes the first box and, when its
-    braces never close, everything after it; an empty box is no answer.
+    """Policy ``first_boxed``: the first ``\\boxed{...}`` of the text, as SPARK's verifier reads answers
+    (InternLM/Spark ``math_verify_2.reward_func``: math-verify's first match); None when that box never
+    closes (a truncated completion) or is empty.
 
     >>> first_boxed("\\\\boxed{1} then \\\\boxed{2}"), first_boxed("\\\\boxed{12"), first_boxed("12")
-    ('1', '12', None)
+    ('1', None, None)
     """
     start = text.find(_BOXED)
     if start == -1:
         return None
     content = _boxed_at(text, start)
     if content is None:
-        content = text[start + len(_BOXED) :]
+        return None
     return content.strip() or None
 
 

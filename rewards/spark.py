@@ -11,8 +11,8 @@ the row's ``task`` column (``../shared/methods/spark-gcpo.md`` sections 1.4-1.6 
     reflection               answer (+ verifier)       rewards.math.score: the task's own accuracy check
     anything else / None     -                         None (not applicable: e.g. the main solve rows)
 
-The verdict is the content of the last ``\boxed{...}`` (as for the ``accuracy`` reward: a model that
-revises its verdict is judged by its final word; the reference takes the first). It is normalised:
+The verdict is read like an answer, with SPARK's rule by default: the first ``\boxed{...}`` (its
+verifier parses with math_verify's first match; ``extract`` names another policy). It is normalised:
 ``\text{}``/``\mathrm{}`` wrappers, surrounding parentheses, quotes and full stops are removed, and
 yes/no/a/b are matched case-insensitively (the reference compares the raw string). ``\box{...}`` is
 read like ``\boxed{...}``: the reference's own judge prompts ask for ``\box{}`` while its verifier
@@ -41,7 +41,7 @@ from typing import Any
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text
-from rewards.math import last_boxed, score
+from rewards.math import get_extractor, score
 
 JUDGE_TASKS = ("pointwise", "pairwise")
 """Values of the ``task`` column scored by the judge verdict against ``judge_label``."""
@@ -70,15 +70,15 @@ def normalise_verdict(text: str) -> str | None:
     return _VERDICTS.get(text.lower())
 
 
-def judge_verdict(text: str) -> str | None:
-    r"""The verdict in the last ``\boxed{...}`` (or ``\box{...}``) of a judge's reply, or None.
+def judge_verdict(text: str, extract: str = "first_boxed") -> str | None:
+    r"""The verdict in the first ``\boxed{...}`` (or ``\box{...}``) of a judge's reply, or None.
 
     >>> [judge_verdict(t) for t in ["\\boxed{\\text{yes}}", "first \\boxed{A}, no: \\boxed{(B)}", "\\box{No}"]]
-    ['Yes', 'B', 'No']
-    >>> judge_verdict("The answer is correct.") is None
-    True
+    ['Yes', 'A', 'No']
+    >>> judge_verdict("first \\boxed{A}, no: \\boxed{(B)}", extract="boxed"), judge_verdict("It is correct.")
+    ('B', None)
     """
-    content = last_boxed(text.replace("\\box{", "\\boxed{"))  # "\boxed{" itself is not touched
+    content = get_extractor(extract, "spark_judge")(text.replace("\\box{", "\\boxed{"))  # "\boxed{" untouched
     return None if content is None else normalise_verdict(content)
 
 
@@ -88,6 +88,7 @@ def spark_judge(
     judge_label: Sequence[str | None] | None = None,
     answer: Sequence[Any] | None = None,
     verifier: Sequence[Any] | None = None,
+    extract: str = "first_boxed",
     **kwargs: Any,
 ) -> list[float | None]:
     """Per-row score of SPARK's auxiliary tasks; None for rows of other tasks (module docstring).
@@ -113,12 +114,12 @@ def spark_judge(
                     "row needs one of 'Yes', 'No', 'A', 'B'. Fix the code that builds the SPARK rows "
                     "(posttrain.spark.templates.pointwise / pairwise return the label)."
                 )
-            scores.append(1.0 if judge_verdict(completion_text(completion)) == expected else 0.0)
+            scores.append(1.0 if judge_verdict(completion_text(completion), extract) == expected else 0.0)
         elif row_task == REFLECT_TASK:
             if gold is None and not spec:
                 scores.append(None)
             else:
-                scores.append(score(completion_text(completion), gold, spec))
+                scores.append(score(completion_text(completion), gold, spec, extract))
         else:
             scores.append(None)
     return scores

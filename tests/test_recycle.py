@@ -130,6 +130,50 @@ def test_recycler_is_deterministic_across_processes_and_skips_unlabelled_and_rec
     assert logged["tasks/solve/score"] == pytest.approx(6 / 12)
 
 
+# -- issue 13 defects: what a judge is shown, its context, its seed ----------------------------------
+
+
+def test_a_rollout_without_a_box_is_never_shown_to_a_judge():
+    """Defect (issue 13): the lenient extractor showed "5" from "The answer is 5"; SPARK shows boxed answers
+    only, so an all-wrong group whose rollouts have no box makes no judge task."""
+    queue = GroupQueue()
+    unboxed = ["The answer is 5", "I think 5", "5", "it is 6"]
+    Recycler(SparkConfig(reflect_cap=0), queue)(batch_of([unboxed]))
+    assert len(queue) == 0
+    # The box is what is shown, also when the text says more after it.
+    Recycler(SparkConfig(reflect_cap=0), queue)(batch_of([["so \\boxed{5}, maybe 7"] * 4]))
+    (row,) = queue.pop(1)
+    assert "<Answer>:\n5\n" in row["prompt"][-1]["content"]
+
+
+def test_recycled_prompts_keep_the_system_message_as_at_inference():
+    """Defect (issue 13): recycled prompts dropped the row's system message that `generate --reflect` adds."""
+    from posttrain.spark.templates import chat
+
+    system = {"role": "system", "content": "You are a careful tutor."}
+    row = {**source(0), "prompt": [system, {"role": "user", "content": "What is 0 + 4 - 0?"}]}
+    queue = GroupQueue()
+    Recycler(SparkConfig(), queue)(batch_of([[WRONG] * 4], [row]))
+    made = queue.pop(10)
+    assert made and all(r["prompt"][0] == system and len(r["prompt"]) == 2 for r in made)
+    for r in made:  # the same builder as inference: system message + one user turn
+        assert r["prompt"] == chat(r["prompt"][1]["content"], row)
+
+
+def test_two_generation_batches_of_one_step_draw_differently():
+    """Defect (issue 13): the recycler seeded its draws by the optimizer step only, so two generation batches
+    of one step (gradient accumulation over several generations) drew the same templates and rollouts."""
+    groups = [[RIGHT, WRONG, WRONG, RIGHT]] * 6
+    made = []
+    for index in (0, 1):
+        queue = GroupQueue()
+        batch = batch_of(groups)
+        batch.extra.update(global_step=3, generation_index=index)
+        Recycler(SparkConfig(), queue)(batch)
+        made.append([r["prompt"][-1]["content"] for r in queue.pop(100)])
+    assert made[0] != made[1]
+
+
 # -- the queue: cap, schedules, resume ---------------------------------------------------------------
 
 
@@ -228,7 +272,8 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipe names data/gsm8k/*.jsonl relative to the repository
     monkeypatch.setattr(cli, "setup_logging", lambda: None)
     out = tmp_path / "spark"
-    # Short answers from the tiny model: every group is wrong, so pointwise "No" and reflection tasks.
+    # Short answers from the tiny model: every group is wrong and none has a \boxed{} answer, so no judge
+    # task (SPARK never shows a judge a rollout without a box) and one full-text reflection per step.
     flags = [
         *SHRINK,
         "--max_completion_length",
@@ -245,10 +290,13 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
     recycled = [
         m["tasks/pointwise/count"] + m["tasks/pairwise/count"] + m["tasks/reflection/count"] for m in steps
     ]
-    # Phase schedule: solve, then a whole batch of recycled tasks, then solve again.
-    assert solve == [2.0, 0.0, 2.0] and recycled == [0.0, 2.0, 0.0]
-    assert steps[0]["recycle/made_pointwise"] + steps[0]["recycle/made_pairwise"] >= 1
-    assert "rewards/spark_judge/mean" in steps[1]
+    # Phase schedule: two solve batches fill the queue with one batch (2 groups) of tasks, trained next.
+    assert solve == [2.0, 2.0, 0.0] and recycled == [0.0, 0.0, 2.0]
+    assert steps[0]["recycle/made_pointwise"] + steps[0]["recycle/made_pairwise"] == 0
+    assert steps[0]["recycle/made_reflection"] == 1
+    assert "rewards/spark_judge/mean" in steps[2]
+    # Every optimizer step is logged with the share of recycled groups it trained on.
+    assert [m["feed/recycled_share"] for m in steps] == [0.0, 0.0, 1.0]
 
 
 def test_default_caps_are_half_the_batch_so_phases_keep_up():

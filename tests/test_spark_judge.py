@@ -68,14 +68,15 @@ def test_docstring_examples(module):
         ("(A) is off by one, so \\boxed{(B)}", "pairwise", "B", 1.0),  # parenthesised letter
         ("\\boxed{B}", "pairwise", "A", 0.0),  # pairwise, wrong position
         ("\\boxed{\\text{(A)}}", "pairwise", "A", 1.0),  # wrapper around parentheses
-        ("first \\boxed{A}, on reflection \\boxed{B}", "pairwise", "B", 1.0),  # the last box counts
+        ("first \\boxed{A}, on reflection \\boxed{B}", "pairwise", "A", 1.0),  # the first box counts (SPARK)
         ("The answer is correct.", "pointwise", "Yes", 0.0),  # no box: unparseable
         ("\\boxed{Correct}", "pointwise", "A", 0.0),  # not a verdict word
         ("\\boxed{Yes", "pointwise", "Yes", 0.0),  # truncated box
         ("\\boxed{}", "pointwise", "No", 0.0),  # empty box
         ("\\boxed{A or B}", "pairwise", "A", 0.0),  # hedged
         ("Judgement: \\box{No}", "pointwise", "No", 1.0),  # \box{} as the reference prompts ask
-        ("x = \\boxed{4}, so \\box{Yes}", "pointwise", "Yes", 1.0),  # \box{} after a math \boxed{}
+        ("x = \\boxed{4}, so \\box{Yes}", "pointwise", "Yes", 0.0),  # the first box is the math one, not a verdict
+        ("\\box{Yes}, as x = \\boxed{4}", "pointwise", "Yes", 1.0),  # \box{} read like \boxed{}, first counts
         ("\\boxed{yes}", "pointwise", "yes", 1.0),  # a label written in lower case still matches
     ],
 )

@@ -27,7 +27,7 @@ from helpers_plugins import (
 from trl import GRPOConfig
 
 from posttrain.data import DataConfig, load_datasets
-from posttrain.errors import RewardError
+from posttrain.errors import ConfigError, RewardError
 from posttrain.models import ModelConfig, load_model
 from posttrain.queue import GroupQueue
 from posttrain.rewards import RewardPlugin, completion_text
@@ -210,28 +210,87 @@ def _queued_rows(data_path: str, tasks: list[str]) -> list[dict]:
     return [{**train_ds[i], "task": task, "id": f"queued-{task}"} for i, task in enumerate(tasks)]
 
 
-def test_queued_rows_replace_whole_groups(tiny_model, math_jsonl, tmp_path):
+def _data_questions(group: GroupRecorder) -> list[str]:
+    """The data prompts (not queued) generated, in order, one per group."""
+    out = []
+    for call in group.calls:
+        questions = call["columns"]["question"]
+        tasks = call["columns"].get("task", [None] * len(questions))  # no queued group: no `task` column
+        out += [q for q, t in zip(questions[::G], tasks[::G], strict=True) if t is None]
+    return out
+
+
+def test_queued_groups_come_in_addition_to_the_data(tiny_model, math_jsonl, tmp_path):
     group = GroupRecorder()
     trainer = make_trainer(
-        tiny_model, math_jsonl, [RewardPlugin(group, "group")], tmp_path, queue=GroupQueue(0.5)
+        tiny_model, math_jsonl, [RewardPlugin(group, "group")], tmp_path, queue=GroupQueue(0.5), max_steps=8
     )
     trainer.queue.put(_queued_rows(math_jsonl, ["q0", "q1", "q2"]))
     trainer.train()
-    # max_fraction 0.5 of 2 groups: one queued group per step, the last group of the batch.
-    assert len(trainer.queue) == 1
-    for step, call in enumerate(group.calls):
+    # max_fraction 0.5 of 2 groups: one queued group per step while the queue lasts, the last of the batch.
+    for step, call in enumerate(group.calls[:3]):
         tasks, ids = call["columns"]["task"], call["columns"]["id"]
         assert tasks == [None] * G + [f"q{step}"] * G  # every row has the `task` key (uniform keys)
         assert ids[G:] == [f"queued-q{step}"] * G
-        assert not any(i.startswith("queued") for i in ids[:G])
+    # 3 data groups, then 2 per step: 13 in 8 steps. The first 12 are one whole pass over the 12 rows.
+    questions = _data_questions(group)
+    assert len(questions) == 13
+    assert sorted(questions[:12]) == sorted({q for q in questions})  # each of the 12 exactly once
+    assert len(set(questions[:12])) == 12
+    logs = train_logs(trainer)
+    assert logs[0]["feed/recycled_share"] == 0.5 and logs[-1]["feed/recycled_share"] == 0.0
+    assert logs[-1]["feed/recycled_steps"] == 1.5  # three half-recycled steps
+
+
+def test_a_mixed_spark_batch_routes_each_reward_to_its_rows(tiny_model, math_jsonl, tmp_path):
+    """A real step on a batch with solve, judge and reflection groups: `accuracy` (tasks [solve]) is empty
+    (NaN) exactly on the recycled rows, `spark_judge` exactly on the solve rows."""
+    from posttrain.rewards import RewardSpec, build_reward_plugins
+
+    plugins = build_reward_plugins(
+        [RewardSpec(name="accuracy", tasks=["solve"]), RewardSpec(name="spark_judge")]
+    )
+    seen = []
+    trainer = make_trainer(
+        tiny_model,
+        math_jsonl,
+        plugins,
+        tmp_path,
+        queue=GroupQueue(1.0),
+        max_steps=1,
+        per_device_train_batch_size=3 * G,
+        scored_hooks=[seen.append],
+    )
+    judge = {**_queued_rows(math_jsonl, ["pointwise"])[0], "judge_label": "Yes", "answer": None}
+    reflect = {**_queued_rows(math_jsonl, ["reflection"])[0], "judge_label": None}
+    trainer.queue.put([judge, reflect])
+    trainer.train()
+    (batch,) = seen
+    tasks = [row.get("task") or "solve" for row in batch.rows]
+    assert tasks == ["solve"] * G + ["pointwise"] * G + ["reflection"] * G
+    accuracy, verdict = batch.rewards_per_func[:, 0], batch.rewards_per_func[:, 1]
+    assert torch.isnan(accuracy).tolist() == [t != "solve" for t in tasks]
+    assert torch.isnan(verdict).tolist() == [t == "solve" for t in tasks]
+
+
+def test_a_queue_needs_max_steps(tiny_model, math_jsonl, tmp_path):
+    with pytest.raises(ConfigError, match="set trainer.max_steps"):
+        make_trainer(
+            tiny_model,
+            math_jsonl,
+            [RewardPlugin(GroupRecorder(), "g")],
+            tmp_path,
+            queue=GroupQueue(),
+            max_steps=-1,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints: reward-plugin state and the queue
+# Checkpoints: reward-plugin state, the queue and the feed
 # --------------------------------------------------------------------------------------------------
 
 
-def test_stateful_plugin_and_queue_survive_resume(tiny_model, math_jsonl, tmp_path):
+def test_stateful_plugin_queue_and_feed_survive_resume(tiny_model, math_jsonl, tmp_path):
     counter, group = Counter(), GroupRecorder()
     plugins = [RewardPlugin(counter, "counter"), RewardPlugin(group, "group")]
     checkpoints = {"save_strategy": "steps", "save_steps": 1}
@@ -243,8 +302,22 @@ def test_stateful_plugin_and_queue_survive_resume(tiny_model, math_jsonl, tmp_pa
         state = torch.load(tmp_path / f"checkpoint-{step}" / STATE_FILE, weights_only=False)
         assert state["rewards"] == {"counter": {"calls": calls}}  # only stateful plugins are saved
         assert len(state["queue"]["rows"]) == 3 - calls
+        assert state["feed"]["position"] == calls and state["generations"] == calls
 
-    # A fresh trainer (fresh counter, empty queue) resumed from step 2 continues both.
+    # The uninterrupted run, for comparison.
+    group_full = GroupRecorder()
+    full = make_trainer(
+        tiny_model,
+        math_jsonl,
+        [RewardPlugin(Counter(), "counter"), RewardPlugin(group_full, "group")],
+        tmp_path / "full",
+        queue=GroupQueue(0.5),
+        max_steps=3,
+    )
+    full.queue.put(_queued_rows(math_jsonl, ["q0", "q1", "q2"]))
+    full.train()
+
+    # A fresh trainer (fresh counter, empty queue) resumed from step 2 continues all three.
     counter2, group2 = Counter(), GroupRecorder()
     plugins2 = [RewardPlugin(counter2, "counter"), RewardPlugin(group2, "group")]
     resumed = make_trainer(tiny_model, math_jsonl, plugins2, tmp_path, queue=GroupQueue(0.5), max_steps=3)
@@ -254,6 +327,8 @@ def test_stateful_plugin_and_queue_survive_resume(tiny_model, math_jsonl, tmp_pa
     (call,) = group2.calls
     assert call["columns"]["task"][G:] == ["q2"] * G  # the restored queue's last row was trained on
     assert len(resumed.queue) == 0
+    # The data prompt of step 3 is the one the uninterrupted run generated at step 3.
+    assert call["columns"]["question"][:G] == group_full.calls[2]["columns"]["question"][:G]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,20 @@ def b(x: str) -> str:
         ("tie: the answer seen first wins", [b("3"), b("2"), b("2"), b("3")], 4, [1, 0, 0, 1]),
         ("unparseable answers do not vote and score 0", ["hmm", "no idea", b("5"), "?"], 4, [0, 0, 1, 0]),
         ("nothing parseable: no label, all 0", ["hmm", "no idea", "?", "."], 4, [0, 0, 0, 0]),
+        # Defect (issue 13): the lenient extractor let unboxed numbers vote, so "3" won 3-1 here.
+        (
+            "unboxed answers do not vote (TTRL reads the box)",
+            ["the answer is 3", "3", b("5"), "so 3"],
+            4,
+            [0, 0, 1, 0],
+        ),
+        (
+            "a box cut off by the length limit does not vote",
+            ["\\boxed{3", "\\boxed{3", b("5"), b("4")],
+            4,
+            [0, 0, 1, 0],
+        ),
+        ("the last box counts", ["\\boxed{3} no, \\boxed{5}", b("5"), b("3"), "?"], 4, [1, 1, 0, 0]),
         (
             "0.5 and \\frac{1}{2} are one answer",
             [b("0.5"), b("\\frac{1}{2}"), b("1"), b("1")],
@@ -69,8 +83,25 @@ def test_ttrv_frequency_by_hand():
     h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
     scores = reward(completions=[b("1"), b("1"), b("1.0"), b("2")], group_size=4)
     assert scores == pytest.approx([0.75 - 0.75 * h] * 3 + [0.25 - 0.75 * h])
-    # All agree: no entropy; unparseable: 0 and outside the distribution.
-    assert reward(completions=[b("4"), b("4"), "?", b("4")], group_size=4) == [0.75, 0.75, 0.0, 0.75]
+    # A missing answer is a class of its own (TTRV's code maps it to ""): shares (3/4, 1/4) again.
+    assert reward(completions=[b("4"), b("4"), "?", b("4")], group_size=4) == pytest.approx(
+        [0.75 - 0.75 * h] * 2 + [0.25 - 0.75 * h] + [0.75 - 0.75 * h]
+    )
+    # All agree: no entropy.
+    assert reward(completions=[b("4")] * 4, group_size=4) == [1.0] * 4
+
+
+@pytest.mark.parametrize("entropy", ["group", "sample"])
+def test_ttrv_a_missing_answer_never_beats_the_majority(entropy):
+    """Defect (issue 13): a missing answer scored 0 while answers scored share - 0.75 x entropy < 0, so after
+    group normalisation the non-answer had the highest advantage of its group."""
+    reward = load_reward("ttrv_frequency", entropy=entropy)
+    scores = reward(completions=[b("1"), b("1"), b("2"), b("3"), "no idea"], group_size=5)
+    # Before the fix: [-0.31, -0.31, ..., 0.0]: the non-answer on top.
+    assert scores[4] < scores[0] == scores[1]
+    advantages = group_advantages(torch.tensor(scores), 5)
+    assert advantages[4] < advantages[0]
+    assert scores[4] == pytest.approx(scores[2])  # a class of one, like the single "2" and "3"
 
 
 def _advantages(completions, group_size, **kwargs) -> torch.Tensor:

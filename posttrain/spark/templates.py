@@ -598,3 +598,16 @@ def reflection(question: str, wrong_text: str, mode: str, rng: random.Random) ->
         template = rng.choice(REFLECT_ANS_NEUTRAL + REFLECT_ANS_WRONG)
         return template.format(question=question, answer=wrong_text)
     raise ValueError(f"reflection: `mode` must be one of {list(REFLECT_MODES)}, got {mode!r}.")
+
+
+def chat(text: str, row: dict) -> list[dict[str, str]]:
+    """A judge or reflection prompt as the policy sees it, in training and at inference alike: the source
+    row's system message(s), if any, then ``text`` as one user turn (SPARK's auxiliary prompts are single
+    user turns under the same system prompt as the task's own).
+
+    >>> chat("Is 4 right?", {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]})
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Is 4 right?'}]
+    """
+    prompt = row.get("prompt")
+    system = [m for m in prompt if m.get("role") == "system"] if isinstance(prompt, list) else []
+    return [*system, {"role": "user", "content": text}]
