@@ -29,9 +29,9 @@ from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
-# A closed span whose content holds no second opening tag: in "<answer>1<answer>2</answer>" the
-# span is "2", the text the closing tag actually closes.
-_ANSWER_SPAN = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
+# MASH's reading (momergul/mash reward_functions): non-greedy spans, the last one counts; in
+# "<answer>1<answer>2</answer>" the span is "1<answer>2", which matches no gold answer.
+_ANSWER_SPAN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _SEARCH_SPAN = re.compile(r"<search>((?:(?!<search>).)*?)</search>", re.DOTALL)
 
 # MASH reads 0/10 correct no-search samples as "unknown" (its answerability threshold, 0.1).

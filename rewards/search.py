@@ -96,11 +96,11 @@ def otc_penalty(m: int, m_min: int, lam: float, max_searches: int) -> float:
     0.7071
     """
     n = m_min
-    if m == 0 and n == 0:
+    f = 0.0 if m == n == 0 else (m if n == 0 else 2 * m * n / (m + n))
+    if f == 0:
         return 1.0
     if n == 0:
         return math.cos(m * math.pi / (2 * m + max_searches))
-    f = 2 * m * n / (m + n)
     return math.sin(f * math.pi / (2 * n))
 
 

@@ -18,8 +18,10 @@ The reward of completion j with answer class k(j) is
     r_j = p_k(j) - entropy_weight * (-log p_k(j)) / log M   (``entropy: sample``)
 
 with H = -sum_k p_k log p_k over the M classes (the penalty is 0 when M = 1), entropy_weight 0.75.
-Both are increasing in p_k(j), so a completion never scores above one whose answer has a larger share,
-and a non-answer never above the majority. The group form is the same number for every completion
+Both are increasing in p_k(j), so a completion never scores above one whose class has a larger share:
+a missing answer never scores above an answer at least as common, the group's majority among them
+(the most common class, the no-answer class included, as TTRV's code counts it; when most completions
+have no answer, that class is the majority and the lone answers score below it). The group form is the same number for every completion
 of a group: subtracting the group mean removes it exactly, so under ``scale_rewards: group`` or
 ``none`` it never changes an advantage (``tests/test_ttrl.py`` checks it); under ``scale_rewards:
 batch`` it only changes the batch std that all advantages are divided by. The sample form carries

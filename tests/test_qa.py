@@ -90,7 +90,7 @@ def test_f1_score(prediction, answers, expected):
         ("<answer>Beijing", None),  # unclosed: no answer (cut off by the token limit)
         ("Beijing", None),  # no tag at all
         ("<answer></answer>", ""),  # an empty span is an empty answer, not None
-        ("<answer>1<answer>2</answer>", "2"),  # the span the closing tag closes
+        ("<answer>1<answer>2</answer>", "1<answer>2"),  # MASH: the non-greedy span from the first tag
         ("<ANSWER>x</ANSWER>", None),  # tags are case-sensitive, as the prompt writes them
         ("", None),
     ],

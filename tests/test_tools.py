@@ -36,6 +36,7 @@ from posttrain.testing import make_tiny_tokenizer
 torch.set_num_threads(1)
 
 EOS = "<EOS>"  # in a script: the engine emits the end-of-sequence token here
+END = "<|im_end|>"  # the tiny tokenizer's end-of-sequence token: closes every complete trajectory
 MODEL_LOGP = -0.5  # the scripted engine's log-prob for every model token (inserted ones must read 0.0)
 
 
@@ -132,15 +133,16 @@ def test_search_inserts_documents_masked_and_the_model_resumes_after_them(tok):
     scripts = {"Q0": [turns[0] + " and more", turns[1] + EOS]}
     (traj,), engine, tool = run(tok, scripts, FakeTool({"capital of Peru": PERU}))
 
-    assert tok.decode(traj.completion_ids) == turns[0] + PERU_DOCS + turns[1]
+    # It stopped at </answer>, a stop string: the loop closes it with an EOS, inserted, so TRL sees it complete.
+    assert tok.decode(traj.completion_ids) == turns[0] + PERU_DOCS + turns[1] + END
     model, inserted = spans(tok, traj)
-    assert (model, inserted) == (turns[0] + turns[1], PERU_DOCS)  # exactly the documents are masked
+    assert (model, inserted) == (turns[0] + turns[1], PERU_DOCS + END)  # the documents and the EOS are masked
     assert traj.logprobs == [MODEL_LOGP if m else 0.0 for m in traj.env_mask]
     assert tool.calls == [(["capital of Peru"], 3)]  # stripped query, top_k = 3
     assert (traj.num_searches, traj.queries, traj.retrieved_ids) == (1, ["capital of Peru"], ["d1", "d2"])
     assert (traj.finish_reason, traj.truncated, traj.search_budget_hit) == ("answer", False, False)
     # Round 2 continues from prompt + every token so far, the inserted ids included (token-level).
-    assert engine.calls[1][0] == [encode(tok, "Q0") + traj.completion_ids[: -len(turns[1])]]
+    assert engine.calls[1][0] == [encode(tok, "Q0") + traj.completion_ids[: -len(turns[1]) - 1]]
     assert all(s.stop == ["</search>", "</answer>"] for _, s in engine.calls)
 
 
@@ -151,9 +153,9 @@ def test_the_search_over_budget_gets_the_warning_not_the_tool(tok):
     assert tool.calls == [(["a"], 3)]  # "b" never reaches the tool
     assert (traj.num_searches, traj.search_budget_hit, traj.queries) == (2, True, ["a"])
     _, inserted = spans(tok, traj)
-    assert inserted == PERU_DOCS + LIMIT_WARNING
+    assert inserted == PERU_DOCS + LIMIT_WARNING + END
     assert tok.decode(traj.completion_ids).endswith(
-        "<search>b</search>" + LIMIT_WARNING + "<answer> x </answer>"
+        "<search>b</search>" + LIMIT_WARNING + "<answer> x </answer>" + END
     )
     assert traj.finish_reason == "answer" and not traj.truncated
 
@@ -165,8 +167,8 @@ def test_the_search_over_budget_gets_the_warning_not_the_tool(tok):
         (["no tags at all" + EOS], {}, "stop", False, len("no tags at all") + 1),
         # the per-turn cap hit with no closed tag and no EOS: truncated at the cap
         (["a long ramble without any tag"], {"max_turn_tokens": 10}, "turn_cap", True, 10),
-        # a closing search tag with no opening one: the model stopped itself, nothing to search
-        (["oops</search> tail"], {}, "stop", False, len("oops</search>")),
+        # a closing search tag with no opening one: the model stopped itself, nothing to search (+ the EOS)
+        (["oops</search> tail"], {}, "stop", False, len("oops</search>") + 1),
         # every round searches: the round cap (max_searches + 2 = 3 rounds) ends it, truncated
         (["<search>q</search>"] * 5, {"max_searches": 1}, "rounds", True, None),
     ],
@@ -230,7 +232,7 @@ def test_a_blank_query_is_still_a_search(tok):
     (traj,), _, tool = run(tok, scripts)
     assert tool.calls == [([""], 3)]
     assert (traj.num_searches, traj.queries, traj.retrieved_ids) == (1, [""], [])
-    assert spans(tok, traj)[1] == NO_RESULTS + "\n"
+    assert spans(tok, traj)[1] == NO_RESULTS + "\n" + END
 
 
 def test_seeded_sampling_gets_a_new_seed_each_round(tok):
@@ -388,9 +390,9 @@ def test_grpo_step_with_the_search_rollout_masks_the_documents(tiny_model, math_
     for ids, mask, tool_mask in zip(out["completion_ids"], out["completion_mask"], out["tool_mask"]):
         n = int(mask.sum())
         text = tok.decode(ids[:n].tolist())
-        assert text == "<think>t</think><search>sum</search>" + tok.decode(inserted) + "<answer>3</answer>"
+        assert text == "<think>t</think><search>sum</search>" + tok.decode(inserted) + "<answer>3</answer>" + END
         zeros = [t for t, m in zip(ids[:n].tolist(), tool_mask[:n].tolist()) if m == 0]
-        assert zeros == inserted  # the loss ignores exactly the documents
+        assert zeros == inserted + [tok.eos_token_id]  # the loss ignores exactly the documents and the EOS
     assert reward.kwargs["num_searches"] == [1] * 8
     assert reward.kwargs["retrieved_ids"] == [["d7"]] * 8
     assert reward.kwargs["truncated"] == [False] * 8 and "env_mask" not in reward.kwargs

@@ -106,7 +106,8 @@ class Trajectory:
     """Ended by a limit (turn cap, total cap, round cap) instead of by ``</answer>`` or by stopping itself."""
     finish_reason: str = ""
     """``answer`` | ``stop`` (end-of-sequence, or a stop with no complete tag) | ``turn_cap`` |
-    ``total_cap`` | ``rounds``."""
+    ``total_cap`` | ``rounds``. A complete trajectory (``answer``, ``stop``) ends with an end-of-sequence
+    token, inserted when the model stopped at a stop string (:func:`close_complete`)."""
     retrieved_ids: list[Any] = field(default_factory=list)
     """Ids of the documents inserted, in order, over all searches."""
     queries: list[str] = field(default_factory=list)
@@ -218,7 +219,25 @@ def run_search_loop(
         active = [i for i in active if not trajectories[i].finish_reason]
     for i in active:
         trajectories[i].end("rounds")
+    close_complete(trajectories, eos)
     return trajectories
+
+
+def close_complete(trajectories: list[Trajectory], eos: set[int]) -> None:
+    """End every complete trajectory with an end-of-sequence token, inserted (``env_mask`` 0, not trained).
+
+    A trajectory that stops at ``</answer>`` (a stop string, no EOS) is complete, but TRL takes a completion
+    without a final EOS for one cut off by the length limit: ``mask_truncated_completions`` (which DAPO sets)
+    would drop every answered trajectory from the loss, and ``completions/clipped_ratio`` would read about 1.
+    Only truncated trajectories (turn, total or round cap) are left without one.
+    """
+    if not eos:
+        return
+    end = min(eos)
+    for traj in trajectories:
+        ids = traj.completion_ids
+        if not traj.truncated and (not ids or ids[-1] not in eos):
+            traj.extend([end], None, from_model=False)
 
 
 def _take_turn(
