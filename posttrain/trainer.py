@@ -60,7 +60,7 @@ from posttrain.feed import PlaceholderLoader, PromptFeed
 from posttrain.queue import GroupQueue
 from posttrain.rewards import RewardPlugin
 from posttrain.rollout.base import RolloutEngine, SamplingSettings
-from posttrain.rollout.importance import importance_weights, token_advantages
+from posttrain.rollout.importance import importance_weights, masked_sum, token_advantages
 from posttrain.timing import PhaseTimer
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ class PosttrainTrainer(GRPOTrainer):
         self.feed: PromptFeed | None = None
         self._generations = 0  # training generation batches so far (seeds the recycler's draws)
         self._step_has_signal = False  # any micro-batch of the current optimizer step with a gradient
-        self._last_inputs: dict[str, Any] | None = None
         self.skipped_steps = 0
         self.timer = PhaseTimer()
         self._scored: ScoredBatch | None = None
@@ -215,6 +214,12 @@ class PosttrainTrainer(GRPOTrainer):
 
     def set_rollout_engine(self, engine: RolloutEngine | None) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
+        if engine is not None and self.args.vllm_importance_sampling_correction and self.loss_type == "vespo":
+            raise ConfigError(
+                "loss_type vespo consumes the sampler's importance ratio inside its own loss (TRL), which the "
+                "posttrain rollout engines' correction (advantages x weight) cannot reproduce. Use another loss "
+                "type, or set trainer.vllm_importance_sampling_correction: false to train without a correction."
+            )
         self.rollout_engine = engine
         self._engine_step = self.state.global_step
 
@@ -278,8 +283,7 @@ class PosttrainTrainer(GRPOTrainer):
     def _engine_is_correction(self) -> bool:
         return (
             self.rollout_engine is not None
-            and self.args.vllm_importance_sampling_correction
-            and self.loss_type != "vespo"  # VESPO consumes the ratio itself (TRL); not reproduced here
+            and self.args.vllm_importance_sampling_correction  # never vespo: refused in set_rollout_engine
         )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -437,12 +441,11 @@ class PosttrainTrainer(GRPOTrainer):
         )
         inputs["advantages"] = token_advantages(inputs["advantages"], weights)
         mode = "train" if self.model.training else "eval"
-        tokens = mask.sum().clamp(min=1)
-        gap = (torch.nan_to_num((trainer_logps - sampler).abs(), nan=0.0) * mask).sum() / tokens
-        self._metrics[mode]["rollout/logp_gap"].append(self.accelerator.gather(gap).mean().item())
-        self._metrics[mode]["rollout/is_weight_mean"].append(
-            self.accelerator.gather(weights.float().mean()).mean().item()
-        )
+        gap = torch.nan_to_num((trainer_logps - sampler).abs(), nan=0.0)
+        totals = torch.stack([*masked_sum(gap, mask), *masked_sum(weights.float(), mask)])
+        gap_sum, tokens, weight_sum, counted = self.accelerator.gather(totals).view(-1, 4).sum(0).tolist()
+        self._metrics[mode]["rollout/logp_gap"].append(gap_sum / max(tokens, 1.0))
+        self._metrics[mode]["rollout/is_weight_mean"].append(weight_sum / max(counted, 1.0))
 
     def _compute_loss(self, model, inputs):
         if self._engine_is_correction and "sampling_per_token_logps" in inputs:
@@ -454,6 +457,8 @@ class PosttrainTrainer(GRPOTrainer):
             loss = super()._compute_loss(model, inputs)
         finally:
             self._pending_is = None
+        # Read after the loss: `inputs["advantages"]` now holds the importance-weighted ones when weighted.
+        self._step_has_signal = self._step_has_signal or self._has_signal(inputs)
         if self.loss_constant is not None:  # sum / (B * max_completion_length) -> sum / (B * constant)
             loss = loss * constant_loss_scale(self.max_completion_length, self.loss_constant)
         return loss
@@ -473,8 +478,7 @@ class PosttrainTrainer(GRPOTrainer):
         try:
             if self.feed is not None and self.model.training and self._starts_generation():
                 generation_batch = self._feed_batch()
-            self._last_inputs = super()._prepare_inputs(generation_batch)
-            return self._last_inputs
+            return super()._prepare_inputs(generation_batch)
         finally:
             self._prepare_seconds += time.perf_counter() - start
 
@@ -491,7 +495,9 @@ class PosttrainTrainer(GRPOTrainer):
         rows, recycled = self.feed.next_batch(n_groups, steps)
         self.log_metric("feed/recycled_share", recycled / n_groups)
         self.log_metric("feed/recycled_steps", self.feed.recycled_steps)
-        self.log_metric("feed/data_passes", self.feed.pass_index + self.feed.position / len(self.feed.dataset))
+        self.log_metric(
+            "feed/data_passes", self.feed.pass_index + self.feed.position / len(self.feed.dataset)
+        )
         n_local = len(rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * n_local
         return rows[start : start + n_local]
@@ -511,7 +517,6 @@ class PosttrainTrainer(GRPOTrainer):
         start = time.perf_counter()
         self._prepare_seconds = 0.0
         output = super().training_step(model, inputs, num_items_in_batch)
-        self._step_has_signal = self._step_has_signal or self._has_signal(self._last_inputs)
         self.timer.add("update", time.perf_counter() - start - self._prepare_seconds)
         if self._step % self.current_gradient_accumulation_steps == 0:
             for key, seconds in self.timer.pop().items():
@@ -519,11 +524,18 @@ class PosttrainTrainer(GRPOTrainer):
         return output
 
     # ----------------------------------------------------------------------------- empty steps
-    def _has_signal(self, inputs: dict[str, Any] | None) -> bool:
-        """Whether this micro-batch can produce a non-zero gradient."""
-        if inputs is None or self.beta != 0.0 or getattr(self, "_entropy_bonus_enabled", False):
+    def _has_signal(self, inputs: dict[str, Any]) -> bool:
+        """Whether this micro-batch can produce a non-zero gradient: some token that enters the loss has a
+        non-zero (importance-weighted) advantage, or a KL or entropy term acts on its own."""
+        if self.beta != 0.0 or getattr(self, "_entropy_bonus_enabled", False):
             return True
-        return bool((inputs["advantages"] != 0).any())
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1)
+        return bool(((advantages != 0) & (mask != 0)).any())
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)

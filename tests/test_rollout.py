@@ -194,6 +194,76 @@ def test_engine_weights_scale_the_advantages(tiny_model, math_jsonl, tmp_path):
     assert B % G == 0
 
 
+class Shifted(HFEngine):
+    """Reports its sampling log-probs ``shift`` lower than they are: every token weight is ``e^shift``."""
+
+    shift = 0.5
+
+    def generate(self, prompt_ids, n, sampling):
+        out = super().generate(prompt_ids, n, sampling)
+        out.logprobs = [[x - self.shift for x in row] for row in out.logprobs]
+        return out
+
+
+def _train_with_engine(tiny_model, math_jsonl, out, engine, **settings):
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(SeededRandom(), "random")], out, max_steps=1, **settings
+    )
+    model, tok = load_model(ModelConfig(name_or_path=tiny_model))
+    trainer.set_rollout_engine(engine(model, tok))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    return trainer, before
+
+
+def test_is_weight_mean_counts_only_the_tokens_of_the_loss(tiny_model, math_jsonl, tmp_path):
+    """Defect (issue 13): rollout/is_weight_mean averaged padding (weight 1) with the real tokens (e^0.5)."""
+
+    class Ragged(HFEngine):  # every other completion ends early (the batch is padded); weights e^0.5
+        def generate(self, prompt_ids, n, sampling):
+            out = super().generate(prompt_ids, n, sampling)
+            eos = self.tokenizer.eos_token_id
+            for i in range(0, len(out.completion_ids), 2):
+                out.completion_ids[i] = out.completion_ids[i][:2] + [eos]
+            scored = self.score(prompt_ids, out.completion_ids, sampling.temperature)
+            out.logprobs = [[x - 0.5 for x in row] for row in scored]
+            return out
+
+    trainer, _ = _train_with_engine(
+        tiny_model, math_jsonl, tmp_path, Ragged,
+        vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=100.0,
+    )  # fmt: skip
+    (log,) = train_logs(trainer)
+    assert log["completions/min_length"] < log["completions/max_length"]  # some rows are padded
+    assert log["rollout/is_weight_mean"] == pytest.approx(math.exp(0.5), rel=1e-5)
+
+
+def test_a_micro_batch_whose_weights_are_all_masked_skips_the_step(tiny_model, math_jsonl, tmp_path):
+    """Defect (issue 13): the skip test read the advantages before the importance weights; with every weight
+    masked (ratio e^5 outside [clip_min, clip_max]) there is no gradient, yet the optimizer stepped."""
+
+    class FarOff(Shifted):
+        shift = 5.0
+
+    trainer, before = _train_with_engine(
+        tiny_model, math_jsonl, tmp_path, FarOff,
+        vllm_importance_sampling_mode="token_mask", vllm_importance_sampling_clip_max=3.0,
+    )  # fmt: skip
+    (log,) = train_logs(trainer)
+    assert log["rollout/is_weight_mean"] == 0.0
+    assert log["train/skipped_steps"] == 1.0
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_a_loss_the_correction_cannot_serve_is_refused(tiny_model, math_jsonl, tmp_path):
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(SeededRandom(), "random")], tmp_path, loss_type="vespo"
+    )
+    model, tok = load_model(ModelConfig(name_or_path=tiny_model))
+    with pytest.raises(ConfigError, match="vespo"):
+        trainer.set_rollout_engine(HFEngine(model, tok))
+
+
 # --------------------------------------------------------------------------------------------------
 # Configuration and the missing-vLLM error
 # --------------------------------------------------------------------------------------------------

@@ -362,12 +362,14 @@ class RecordingReward:
     """Random scores (every group varies), and a record of the rollout fields it was given."""
 
     __name__ = "recording"
+    last_truncated: list[bool] = []
 
     def __init__(self):
         self.kwargs: dict = {}
 
     def __call__(self, completions, **kwargs):
         self.kwargs = kwargs
+        RecordingReward.last_truncated = list(kwargs.get("truncated") or [])
         return [float(i % 3) for i in range(len(completions))]
 
 
@@ -390,7 +392,9 @@ def test_grpo_step_with_the_search_rollout_masks_the_documents(tiny_model, math_
     for ids, mask, tool_mask in zip(out["completion_ids"], out["completion_mask"], out["tool_mask"]):
         n = int(mask.sum())
         text = tok.decode(ids[:n].tolist())
-        assert text == "<think>t</think><search>sum</search>" + tok.decode(inserted) + "<answer>3</answer>" + END
+        assert (
+            text == "<think>t</think><search>sum</search>" + tok.decode(inserted) + "<answer>3</answer>" + END
+        )
         zeros = [t for t, m in zip(ids[:n].tolist(), tool_mask[:n].tolist()) if m == 0]
         assert zeros == inserted + [tok.eos_token_id]  # the loss ignores exactly the documents and the EOS
     assert reward.kwargs["num_searches"] == [1] * 8
@@ -469,3 +473,63 @@ def test_posttrain_trainer_with_a_rollout_engine_syncs_it_and_corrects_only_mode
     assert "time/sync" in logs[1]  # synced before step 2's rollouts
     assert [entry["rollout/logp_gap"] < 1e-4 for entry in logs] == [True, True], logs
     assert len(tool.calls) == 2
+
+
+def test_answered_trajectories_are_complete_under_truncation_masking(
+    tiny_model, math_jsonl, tmp_path, monkeypatch
+):
+    """Defect (issue 13): a trajectory that stops at </answer> has no EOS, so TRL took it for truncated;
+    with mask_truncated_completions (DAPO's preset) every answered trajectory left the loss and
+    completions/clipped_ratio read 1.0. Now only really truncated ones are masked."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    tok = make_tiny_tokenizer()
+    # Prompts whose text holds a "0" answer; the others ramble past the turn cap (truncated).
+    scripted = ScriptedEngine(tok, {"+0": ["<answer>3</answer>"], "*": ["a long ramble " * 20]})
+    rollout = make_rollout_func(FakeTool(), ToolConfig(max_turn_tokens=40), engine_factory=lambda t: scripted)
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    trainer = Capturing(
+        model=model,
+        reward_funcs=RecordingReward(),
+        args=tiny_grpo_args(tmp_path, max_steps=1, mask_truncated_completions=True, seed=1),
+        train_dataset=load_datasets(DataConfig(path=math_jsonl))[0],
+        processing_class=tokenizer,
+        rollout_func=rollout,
+    )
+    trainer.train()
+    out = trainer.captured
+    truncated = RecordingReward.last_truncated
+    trained = (out["completion_mask"] * out["tool_mask"]).sum(dim=1) > 0
+    assert trained.tolist() == [not t for t in truncated]  # answered: in the loss; cut off: masked
+    assert any(trained) and not all(trained)
+    clipped = trainer.state.log_history[0]["completions/clipped_ratio"]
+    assert clipped == pytest.approx(sum(truncated) / len(truncated))
+
+
+def test_evaluation_leaves_the_pay_per_search_history_alone(tiny_model, math_jsonl, tmp_path, monkeypatch):
+    """Defect (issue 13): scoring held-out rows (trainer.evaluate) updated pay_per_search's history of the
+    fewest searches, so evaluation changed later training rewards."""
+    from posttrain.rewards import RewardPlugin, load_reward
+    from posttrain.trainer import PosttrainTrainer
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    tok = make_tiny_tokenizer()
+    scripted = ScriptedEngine(tok, {"*": ["<search>sum</search>", "<answer>3</answer>"]})
+    rollout = make_rollout_func(FakeTool(), ToolConfig(), engine_factory=lambda trainer: scripted)
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    data = load_datasets(DataConfig(path=math_jsonl))[0]
+    data = data.map(lambda r, i: {"id": f"q{i}", "answer": "3"}, with_indices=True)  # "3" is right
+    plugin = RewardPlugin(load_reward("pay_per_search"), "pay_per_search")
+    trainer = PosttrainTrainer(
+        model=model,
+        reward_plugins=[plugin],
+        args=tiny_grpo_args(tmp_path, max_steps=1, per_device_eval_batch_size=8, num_generations_eval=4),
+        train_dataset=data,
+        eval_dataset=data.select(range(4)),
+        processing_class=tokenizer,
+        rollout_func=rollout,
+    )
+    assert plugin.state_dict() == {"history": {}}
+    trainer.evaluate()
+    assert plugin.state_dict() == {"history": {}}  # held-out scoring taught it nothing
+    trainer.train()
+    assert plugin.state_dict()["history"]  # training does update it (a correct answer after one search)

@@ -60,3 +60,20 @@ def token_advantages(advantages: torch.Tensor, weights: torch.Tensor) -> torch.T
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     return advantages * weights
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, count) of ``values`` over the tokens that enter the loss, for a mean across processes.
+
+    ``values`` is (B, T) per token, or (B, 1) per sequence (a sequence-mode weight), which counts once
+    for each sequence with at least one loss token. Padding and inserted (tool) tokens never count.
+
+    >>> masked_sum(torch.tensor([[2.0, 4.0], [1.0, 1.0]]), torch.tensor([[1, 0], [1, 1]]))
+    (tensor(4.), tensor(3.))
+    >>> masked_sum(torch.tensor([[2.0], [5.0]]), torch.tensor([[1, 1], [0, 0]]))
+    (tensor(2.), tensor(1.))
+    """
+    mask = mask.to(values.dtype)
+    if values.size(-1) == 1 and mask.size(-1) != 1:
+        mask = (mask.sum(dim=-1, keepdim=True) > 0).to(values.dtype)
+    return (values * mask).sum(), mask.sum()
