@@ -80,7 +80,13 @@ METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
         {
             "name": "gcpo_contrastive",
             "weight": 0.5,
-            "kwargs": {"epsilon": 0.05, "extract": "tagged", "rel_tol": 0.02},
+            # The authors' detector (reward_utils.aux_line_reward_v2_func): any span, an empty one too.
+            "kwargs": {
+                "detector": "<auxiliary>.*?</auxiliary>",
+                "epsilon": 0.05,
+                "extract": "tagged",
+                "rel_tol": 0.02,
+            },
         },
         {"name": "length", "weight": 0.5, "kwargs": {"cap": 900}},
     ],
@@ -289,10 +295,12 @@ class Recipe:
                     f"is {self.trainer['loss_type']!r}. Remove trainer.loss_type, or unset method.loss_constant."
                 )
             kwargs["loss_type"] = "dr_grpo"
-        if self.method.name == "gcpo" and kwargs.get("multi_objective_aggregation") == "normalize_then_sum":
+        contrastive = self.method.name == "gcpo" or any(r.name == "gcpo_contrastive" for r in self.rewards)
+        if contrastive and kwargs.get("multi_objective_aggregation") == "normalize_then_sum":
             raise ConfigError(
-                "method gcpo needs trainer.multi_objective_aggregation: sum_then_normalize (the default): "
-                "normalize_then_sum would normalise the masked auxiliary reward on its own and undo its sign."
+                "GCPO's group-contrastive reward needs trainer.multi_objective_aggregation: sum_then_normalize "
+                "(the default): normalize_then_sum would normalise the masked auxiliary reward on its own and undo "
+                "its sign. Remove trainer.multi_objective_aggregation."
             )
         explicit = {k: v for k, v in self.trainer.items() if k in ("bf16", "fp16")}
         kwargs = reconcile_precision(kwargs, explicit, accelerate_precision())  # launched: the YAML decides
@@ -306,9 +314,30 @@ class Recipe:
         if kwargs.get("fp16") and kwargs.get("bf16"):
             kwargs["bf16"] = False
         try:
-            return GRPOConfig(**kwargs)
+            args = GRPOConfig(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"The trainer settings are invalid: {exc}") from exc
+        self._check_length_cap(args)
+        return args
+
+    def _check_length_cap(self, args) -> None:
+        """A ``length`` reward saturated only by completions that get cut off, while truncated completions are
+        masked from the loss: refused.
+
+        Measured (bench/compare_methods.py, SmolLM2-135M): truncated completions earn the most length reward
+        and leave the loss, yet raise their group's baseline, so every finished completion is pushed down;
+        the run collapsed to 100% truncated completions within 30 steps. GeometryZero caps at 900 of 1024.
+        """
+        for spec in self.rewards:
+            cap = spec.kwargs.get("cap", 512) if spec.name == "length" else None
+            if cap is not None and args.mask_truncated_completions and cap >= args.max_completion_length:
+                raise ConfigError(
+                    f"The length reward's cap ({cap} tokens) is not below trainer.max_completion_length "
+                    f"({args.max_completion_length}) while mask_truncated_completions is on: only truncated "
+                    "completions would earn the full length reward, and they are masked from the loss, which "
+                    "pushes the policy towards being cut off. Lower the cap below max_completion_length (GCPO: "
+                    "900 of 1024), or set trainer.mask_truncated_completions: false."
+                )
 
 
 def grpo_field_names() -> list[str]:

@@ -251,11 +251,28 @@ def load_reward(name: str, **kwargs: Any) -> Callable[..., list[float | None]]:
 
 
 def _check_binds(fn: Callable, name: str, kwargs: dict[str, Any]) -> None:
-    """Fail at load time, not at the first training step, when ``fn`` cannot take ``kwargs``."""
+    """Fail at load time, not at the first training step, when ``fn`` cannot take ``kwargs``.
+
+    A recipe kwarg must name one of the function's own parameters: one that would only land in its
+    ``**kwargs`` (where dataset columns arrive) is a typo, or a setting this reward does not have, such
+    as an ``extract`` policy given to a reward that reads no answers.
+    """
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return
+    named = [
+        p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(kwargs) - set(named))
+    if unknown:
+        hints = [
+            f" Did you mean {c[0]!r}?" for k in unknown if (c := difflib.get_close_matches(k, named, n=1))
+        ]
+        raise RewardError(
+            f"Reward {name!r} has no setting {', '.join(map(repr, unknown))}; its settings are {named}."
+            f"{''.join(hints)} Fix the reward's `kwargs` in the recipe."
+        )
     try:
         signature.bind_partial(**kwargs)
     except TypeError as exc:

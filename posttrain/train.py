@@ -124,26 +124,6 @@ def _check_zero3_eval(recipe: Recipe) -> None:
         )
 
 
-def check_length_cap(recipe: Recipe, args) -> str | None:
-    """A warning when a ``length`` reward is only saturated by completions that get cut off.
-
-    Measured (bench/compare_methods.py, SmolLM2-135M): with ``cap`` = ``max_completion_length`` and
-    ``mask_truncated_completions``, truncated completions earn the most length reward and are masked
-    from the loss, yet raise their group's baseline, so every finished completion is pushed down; the
-    run collapsed to 100% truncated completions within 30 steps.
-    """
-    for spec in recipe.rewards:
-        cap = spec.kwargs.get("cap", 512) if spec.name == "length" else None
-        if cap is not None and args.mask_truncated_completions and cap >= args.max_completion_length:
-            return (
-                f"The length reward's cap ({cap} tokens) is not below max_completion_length "
-                f"({args.max_completion_length}) while mask_truncated_completions is on: only truncated "
-                "completions earn the full length reward, which pushes the policy towards being cut off. "
-                "Lower the cap (the GCPO paper: 900 of 1024)."
-            )
-    return None
-
-
 def _search_rollout(recipe: Recipe, args):
     """The multi-turn search tool loop as TRL's ``rollout_func`` when ``search.enabled`` (else None)."""
     if not recipe.search.enabled:
@@ -203,9 +183,6 @@ def run(
 
     args = recipe.grpo_config()
     plugins = build_reward_plugins(recipe.rewards)
-    warning = check_length_cap(recipe, args)
-    if warning:
-        logger.warning(warning)
     if train_dataset is not None:
         train_ds, eval_ds = train_dataset, None
     else:
@@ -265,9 +242,12 @@ def run(
         from posttrain.recycle import Recycler
 
         extract = next(
-            (r.kwargs.get("extract", "lenient") for r in recipe.rewards if r.name == "accuracy"), "first_boxed"
+            (r.kwargs.get("extract", "lenient") for r in recipe.rewards if r.name == "accuracy"),
+            "first_boxed",
         )  # judge labels are the rollouts' own accuracy rewards
-        trainer.add_scored_hook(Recycler(recipe.spark, trainer.queue, log=trainer.log_metric, extract=extract))
+        trainer.add_scored_hook(
+            Recycler(recipe.spark, trainer.queue, log=trainer.log_metric, extract=extract)
+        )
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 

@@ -5,7 +5,7 @@ constructions. An unconditional bonus for drawing them teaches the model to draw
 Group Contrastive Masking signs the bonus per prompt from the rollout group itself:
 
     aux_i = 1 if completion i shows the behaviour (the detector), else 0
-    acc_i = correctness, from the same verifier as the ``accuracy`` reward
+    acc_i = correctness, judged as GeometryZero's accuracy reward judges it (below)
     delta = mean(acc | aux = 1) - mean(acc | aux = 0)
     M     = sign(delta) if both subgroups are non-empty and |delta| > epsilon, else 0
     reward_i = M * aux_i
@@ -20,17 +20,28 @@ Recipe entry (a group-level plugin: the trainer calls it on whole groups, gather
 
     - name: gcpo_contrastive
       weight: 0.5
-      kwargs: {detector: "<auxiliary>", epsilon: 0.05}
+      kwargs: {detector: null, epsilon: 0.05, extract: tagged, rel_tol: 0.02}
+
+Correctness uses :func:`rewards.math.accuracy` with this reward's ``extract`` and ``rel_tol``, which
+default to GeometryZero's (r1_workspace ``workspace/reward/reward_utils.py``, ``accuracy_reward_func``
+with ``relaxed=True``): the first ``<answer>...</answer>`` span (unclosed: the text after the last
+``<answer>``; no tag: no answer), then math-verify, then any number within 2% of the reference's last
+number, then an option letter in either case. Give the ``accuracy`` reward the same two kwargs (``method:
+gcpo`` does), so that the mask and the accuracy reward can never disagree on which rollouts are right.
 
 ``detector`` is a regular expression searched in the completion text (``re.DOTALL``; add ``(?i)``
 for case-insensitive), or a function written as ``pkg.module:function`` taking the completion text
 and returning a bool. The default detects a non-empty ``<auxiliary>...</auxiliary>`` span, the tag
-GeometryZero's prompt asks the model to mark its constructions with.
+GeometryZero's prompt asks the model to mark its constructions with. The authors' detector
+(``aux_line_reward_v2_func``) also counts an empty span, which a model can emit for free; posttrain does
+not, and ``detector: "<auxiliary>.*?</auxiliary>"`` restores their exact reading.
 
 Logged every step: ``gcpo/mask_pos``, ``gcpo/mask_neg``, ``gcpo/mask_zero`` (shares of groups),
 ``gcpo/empty_subgroup`` (share of groups where everyone or no one showed the behaviour),
 ``gcpo/aux_rate`` (share of completions with it), ``gcpo/acc_aux`` / ``gcpo/acc_no_aux`` (mean
 accuracy with and without it) and ``gcpo/unscorable_groups`` (groups without a reference answer).
+
+Tests: ``pytest tests/test_gcpo.py tests/test_reference_gcpo.py -q``.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from typing import Any
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text, group_reward, import_object
-from rewards.math import accuracy
+from rewards.math import accuracy, check_extract_kwargs
 
 AUX_TAG = "auxiliary"
 _AUX_SPAN = re.compile(rf"<{AUX_TAG}>(.*?)</{AUX_TAG}>", re.DOTALL)
@@ -150,14 +161,26 @@ def check_epsilon(epsilon: Any) -> float:
 class GroupContrastive:
     """The ``gcpo_contrastive`` reward: ``M * aux_i`` per completion, M signed per group (module docstring).
 
+    ``extract`` / ``rel_tol``: how correctness is judged, as the ``accuracy`` reward's kwargs of the same
+    names; GeometryZero's ``tagged`` and 0.02 by default.
+
     >>> reward = GroupContrastive(detector="AUX", epsilon=0.05)
-    >>> reward(["AUX 4", "AUX 4", "5", "5"], group_size=4, answer=["4"] * 4)
+    >>> right, wrong = "<answer>4.05</answer>", "<answer>5</answer>"  # 4.05 is within 2% of 4
+    >>> reward(["AUX " + right, "AUX " + right, wrong, wrong], group_size=4, answer=["4"] * 4)
     [1.0, 1.0, 0.0, 0.0]
     """
 
-    def __init__(self, detector: str | Detector | None = None, epsilon: float = 0.05):
+    def __init__(
+        self,
+        detector: str | Detector | None = None,
+        epsilon: float = 0.05,
+        extract: str = "tagged",
+        rel_tol: float = 0.02,
+    ):
         self.detector = make_detector(detector)
         self.epsilon = check_epsilon(epsilon)
+        check_extract_kwargs(extract, rel_tol, "gcpo_contrastive")  # at load time, not at the first step
+        self.extract, self.rel_tol = extract, rel_tol
 
     def __call__(
         self,
@@ -170,7 +193,7 @@ class GroupContrastive:
     ) -> list[float | None]:
         texts = [completion_text(c) for c in completions]
         aux = [bool(self.detector(t)) for t in texts]
-        acc = accuracy(texts, answer=answer, verifier=verifier)
+        acc = accuracy(texts, answer=answer, verifier=verifier, extract=self.extract, rel_tol=self.rel_tol)
         scores: list[float | None] = []
         masks: list[int] = []
         empty = unscorable = 0

@@ -274,12 +274,24 @@ def test_grpo_config_on_cpu(tmp_path):
         # An explicit trainer key beats the preset.
         ("dr_grpo", {"scale_rewards": "batch"}, {"loss_type": "dr_grpo", "scale_rewards": "batch"}),
         ("dapo", {"epsilon_high": 0.3, "loss_type": "bnpo"}, {"loss_type": "bnpo", "epsilon_high": 0.3}),
-        # GCPO: GRPO's loss and group normalisation, no KL.
-        ("gcpo", {}, {"loss_type": "grpo", "scale_rewards": "group", "beta": 0.0}),
+        # GCPO: OpenRLHF's token-level loss (bnpo) and group normalisation, no KL.
+        ("gcpo", {}, {"loss_type": "bnpo", "scale_rewards": "group", "beta": 0.0}),
+        # SPARK, TTRL, TTRV: token-level loss and the plain k3 KL of 0.001. Defect (issue 13): TRL 1.16's
+        # default use_bias_correction_kl=True weighted the KL by the importance ratio, which none of them do.
+        *[
+            (m, {}, {"loss_type": "bnpo", "beta": 0.001, "use_bias_correction_kl": False, "epsilon": 0.2})
+            for m in ("spark", "ttrl", "ttrv")
+        ],
+        # MASH: verl's entropy bonus of 0.001, no KL.
+        ("mash", {}, {"loss_type": "grpo", "beta": 0.0, "entropy_coef": 0.001}),
+        # Every preset samples at temperature 1.0 with PPO clip 0.2 (epsilon_high unset: symmetric).
+        *[(m, {}, {"temperature": 1.0, "top_p": 1.0, "epsilon": 0.2}) for m in ("grpo", "dr_grpo", "gcpo")],
     ],
 )
 def test_method_presets(tmp_path, method, trainer, expected):
     sections = {"data": {"generator": "chain_sum"}, "method": {"name": method}, "trainer": trainer}
+    if method == "mash":
+        sections["search"] = {"enabled": True}  # pay-per-search needs its tool loop
     args = load_recipe(_write(tmp_path, yaml.safe_dump(sections))).grpo_config()
     for key, value in expected.items():
         assert getattr(args, key) == value, key
@@ -383,7 +395,15 @@ def test_method_gcpo_fills_its_rewards(tmp_path, text, flags):
         ("gcpo_contrastive", 0.5),
         ("length", 0.5),
     ]
-    assert recipe.rewards[3].kwargs == {"cap": 900} and recipe.rewards[2].kwargs == {"epsilon": 0.05}
+    assert recipe.rewards[3].kwargs == {"cap": 900}
+    # GeometryZero reads the <answer> span with a 2% numeric tolerance, in the reward and in the mask alike.
+    assert recipe.rewards[0].kwargs == {"extract": "tagged", "rel_tol": 0.02}
+    assert recipe.rewards[2].kwargs == {
+        "detector": "<auxiliary>.*?</auxiliary>",
+        "epsilon": 0.05,
+        "extract": "tagged",
+        "rel_tol": 0.02,
+    }
     # The resolved recipe spells them out, so recipe.yaml shows what ran.
     recipe.save(tmp_path / "resolved.yaml")
     assert "gcpo_contrastive" in (tmp_path / "resolved.yaml").read_text()

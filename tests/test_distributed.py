@@ -112,8 +112,9 @@ def workdir(tiny_model, tmp_path_factory):
     rows = [{"question": f"What is {a}+{b}?", "answer": str(a + b)} for a in range(4) for b in range(4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    def recipe(name: str, rewards: list[dict], **trainer) -> Path:
+    def recipe(name: str, rewards: list[dict], sections: dict | None = None, **trainer) -> Path:
         spec = {
+            **(sections or {}),
             "model": {"name_or_path": tiny_model},
             "data": {"path": str(data)},
             "rewards": rewards,
@@ -224,6 +225,95 @@ def test_group_reward_is_the_same_on_one_and_two_processes(workdir):
     # Not a vacuous comparison: 6 different prompts, and groups with reward variance.
     assert len({str(row["prompt"]) for row in rows_1}) == 6
     assert any(abs(row["advantage"]) > 0.1 for row in rows_1)
+
+
+GREEDY = {
+    "bf16": False,  # fp32: the two runs batch generation differently, keep round-off out of the argmax
+    "log_completions": True,
+    "generation_kwargs": {"do_sample": False},
+    "num_completions_to_print": 0,
+}
+
+
+def _one_and_two(workdir, name: str, rewards: list[dict], sections: dict | None = None, **trainer):
+    """Run the recipe on one process (12 rows per step) and on two (6 + 6, one group split); both must end."""
+    one = workdir["recipe"](
+        f"{name}-one", rewards, sections, per_device_train_batch_size=12, **GREEDY, **trainer
+    )
+    two = workdir["recipe"](
+        f"{name}-two", rewards, sections, per_device_train_batch_size=6, **GREEDY, **trainer
+    )
+    single = _run([sys.executable, "-m", "posttrain.train", str(one)], ROOT)
+    assert single.returncode == 0, single.stderr[-4000:]
+    args = ["--num_processes", "2", "--mixed_precision", "no", "-m", "posttrain.train", str(two)]
+    double = _run(_accelerate("ddp.yaml", *args), ROOT)
+    assert double.returncode == 0, double.stderr[-4000:]
+    return workdir["base"] / f"{name}-one", workdir["base"] / f"{name}-two"
+
+
+def test_gcpo_and_pay_per_search_are_the_same_on_one_and_two_processes(workdir):
+    """The real gcpo_contrastive and pay_per_search (stateful: its history carries over steps), fed
+    synthetic completions derived from each row and its position in its group (tests/dist/probes.py), give
+    the same rewards and advantages when a group is split over two processes."""
+    rewards = [{"name": "probes:GcpoProbe"}, {"name": "probes:PayPerSearchProbe"}]
+    one, two = _one_and_two(workdir, "gcpo-pps", rewards, max_steps=3)
+    rows_1, rows_2 = _completions(one), _completions(two)
+    assert len(rows_1) == len(rows_2) == 36  # 3 steps x 3 groups of 4
+    for a, b in zip(rows_1, rows_2, strict=True):
+        assert (a["step"], a["prompt"], a["completion"]) == (b["step"], b["prompt"], b["completion"])
+        for column in ("GcpoProbe", "PayPerSearchProbe", "advantage"):
+            assert a[column] == pytest.approx(b[column], abs=1e-6), column
+    # Not vacuous: the mask takes both signs, and some correct answers are discounted for searching.
+    assert {row["GcpoProbe"] for row in rows_1} >= {1.0, -1.0}
+    assert any(0 < row["PayPerSearchProbe"] < 1 for row in rows_1)
+
+
+def test_spark_recycling_is_the_same_on_every_process_and_on_one(workdir):
+    """SPARK with a group split over two processes: both ranks gather the same batches, so both recycle the
+    same tasks into the same queue and the feed gives both the same next batch, each rank training its own
+    slice of it; and the batches are those of the one-process run."""
+    probes = workdir["base"] / "spark-probes"
+
+    def rewards(procs: str) -> list[dict]:
+        out = {"out_dir": str(probes / procs)}
+        return [
+            {"name": "accuracy", "tasks": ["solve"], "kwargs": {"extract": "first_boxed"}},
+            {"name": "spark_judge"},
+            {"name": "probes:RowProbe", "weight": 0.0, "kwargs": out},
+            {"name": "probes:GatheredRowProbe", "weight": 0.0, "kwargs": out},
+        ]
+
+    # Interleave: from the second step on, one of the three groups is a recycled task (full-text reflection).
+    sections = {"method": {"name": "spark"}, "spark": {"schedule": "interleave", "ratio": 0.34}}
+    for procs, per_device in (("one", 12), ("two", 6)):
+        workdir["recipe"](
+            f"spark-{procs}",
+            rewards(procs),
+            sections,
+            per_device_train_batch_size=per_device,
+            max_steps=3,
+            **GREEDY,
+        )
+    single = _run([sys.executable, "-m", "posttrain.train", str(workdir["base"] / "spark-one.yaml")], ROOT)
+    assert single.returncode == 0, single.stderr[-4000:]
+    args = ["--num_processes", "2", "--mixed_precision", "no", "-m", "posttrain.train"]
+    double = _run(_accelerate("ddp.yaml", *args, str(workdir["base"] / "spark-two.yaml")), ROOT)
+    assert double.returncode == 0, double.stderr[-4000:]
+
+    def read(name: str) -> list:
+        return [json.loads(line) for line in (probes / name).read_text().splitlines()]
+
+    gathered_0, gathered_1 = read("two/gathered-rank0.jsonl"), read("two/gathered-rank1.jsonl")
+    local_0, local_1 = read("two/local-rank0.jsonl"), read("two/local-rank1.jsonl")
+    assert len(gathered_0) == 3
+    assert gathered_0 == gathered_1  # the same gathered batch on both ranks: the same recycled tasks
+    for step, batch in enumerate(gathered_0):
+        assert local_0[step] + local_1[step] == batch  # each rank trained its own slice of the feed's batch
+    assert gathered_0 == read("one/gathered-rank0.jsonl")  # and the same batches as on one process
+    tasks = [[task for _, task in batch[::4]] for batch in gathered_0]
+    assert tasks[0] == ["solve"] * 3 and tasks[1] == ["solve", "solve", "reflection"]
+    # Rows 4-7 (the second group) are split over the ranks: both sides hold the same prompt.
+    assert local_0[1][4] == local_1[1][0]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
     pytest tests/test_gcpo.py -q
 
-Groups are hand-built: every completion is "<AUX?> <answer>", the reference answer is 4, and the
-detector is the regex ``AUX``, so which completions show the behaviour and which are right is
-visible in the table itself.
+Groups are hand-built: every completion is written "<AUX?> <answer>" in the tables (:func:`rollouts`
+wraps the answer in ``<answer>`` tags, as GeometryZero's accuracy reads it, the reward's default), the
+reference answer is 4, and the detector is the regex ``AUX``, so which completions show the behaviour
+and which are right is visible in the table itself. Property tests against the method's formulas are
+in tests/test_reference_gcpo.py.
 """
 
 from __future__ import annotations
@@ -37,13 +39,22 @@ def call(reward, completions, group_size=4, answer="4", **kwargs):
     return scores, {k: v[0] for k, v in logged.items()}
 
 
-HELPS = ["AUX 4", "AUX 4", "5", "4"]  # with: 2/2 right, without: 1/2 -> delta +0.5
-HURTS = ["AUX 5", "AUX 4", "4", "4"]  # with: 1/2, without: 2/2 -> delta -0.5
-TIE = ["AUX 4", "AUX 5", "4", "5"]  # 1/2 vs 1/2 -> delta 0
-ALL_AUX = ["AUX 4", "AUX 4", "AUX 5", "AUX 5"]  # no subgroup without the behaviour
-NO_AUX = ["4", "4", "5", "5"]  # no subgroup with it
+def rollouts(*specs: str) -> list[str]:
+    """``"AUX 4"`` -> ``"AUX <answer>4</answer>"``: the last word is the answer, in tags."""
+    out = []
+    for spec in specs:
+        head, _, ans = spec.rpartition(" ")
+        out.append(f"{head} <answer>{ans}</answer>".lstrip())
+    return out
+
+
+HELPS = rollouts("AUX 4", "AUX 4", "5", "4")  # with: 2/2 right, without: 1/2 -> delta +0.5
+HURTS = rollouts("AUX 5", "AUX 4", "4", "4")  # with: 1/2, without: 2/2 -> delta -0.5
+TIE = rollouts("AUX 4", "AUX 5", "4", "5")  # 1/2 vs 1/2 -> delta 0
+ALL_AUX = rollouts("AUX 4", "AUX 4", "AUX 5", "AUX 5")  # no subgroup without the behaviour
+NO_AUX = rollouts("4", "4", "5", "5")  # no subgroup with it
 # 7 completions, with: 2/3 right, without: 2/4 -> delta 1/6
-SMALL = ["AUX 4", "AUX 4", "AUX 5", "4", "4", "5", "5"]
+SMALL = rollouts("AUX 4", "AUX 4", "AUX 5", "4", "4", "5", "5")
 
 
 @pytest.mark.parametrize(
@@ -105,10 +116,50 @@ def test_gcpo_unscorable_group_scores_none_and_is_counted():
 
 def test_gcpo_uses_the_accuracy_verifier_not_string_equality():
     # 0.5 and \frac{1}{2} are the same answer: the accuracy reward's math-verify check decides.
-    scores, _ = call(
-        gcpo(), ["AUX \\boxed{0.5}", "AUX \\boxed{\\frac{1}{2}}", "3", "1"], answer="\\frac{1}{2}"
-    )
+    completions = rollouts("AUX 0.5", "AUX \\frac{1}{2}", "3", "1")
+    scores, _ = call(gcpo(), completions, answer="\\frac{1}{2}")
     assert scores == [1.0, 1.0, 0.0, 0.0]
+
+
+# With the reference 4: 4.05 is within GeometryZero's 2% (relaxed), 4.1 is not; an untagged 4 is no
+# answer under `tagged` but a right one under `lenient`; the first <answer> span is the one read.
+RELAXED = ["AUX <answer>4.05</answer>", "AUX <answer>4.05</answer>", "<answer>4.1</answer>", "4"]
+FIRST_SPAN = ["AUX <answer>4</answer><answer>5</answer>", "<answer>5</answer><answer>4</answer>"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "completions", "expected"),
+    [
+        ({}, RELAXED, [1, 1, 0, 0]),  # the default: tagged, 2%; 4.05 right, 4.1 and untagged 4 wrong
+        ({"rel_tol": 0.0}, RELAXED, [0, 0, 0, 0]),  # exact: nobody right, no contrast
+        ({"extract": "lenient", "rel_tol": 0.0}, RELAXED, [-1, -1, 0, 0]),  # only the bare 4 is right
+        ({}, FIRST_SPAN * 2, [1, 0, 1, 0]),  # the first span decides: 4 with AUX, 5 without
+        ({"extract": "lenient"}, FIRST_SPAN * 2, [-1, 0, -1, 0]),  # lenient reads the last span
+    ],
+)
+def test_gcpo_judges_correctness_like_geometryzero_accuracy(kwargs, completions, expected):
+    scores, _ = call(gcpo(**kwargs), completions)
+    assert scores == [float(x) for x in expected]
+    # ... and exactly as the accuracy reward with the same kwargs does (one place decides correctness).
+    reading = {"extract": "tagged", "rel_tol": 0.02, **kwargs}
+    accuracy = load_reward("accuracy", **reading)(completions, answer=["4"] * len(completions))
+    aux = [c.startswith("AUX") for c in completions]
+    mask = contrast_mask(accuracy[:4], aux[:4], 0.05)
+    assert scores[:4] == [float(mask * x) for x in aux[:4]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "phrase"),
+    [
+        ({"extract": "last_line"}, "unknown answer extraction policy"),
+        ({"rel_tol": 1.5}, "`rel_tol` must be a number in [0, 1)"),
+        ({"rel_tol": "2%"}, "`rel_tol` must be a number in [0, 1)"),
+    ],
+)
+def test_bad_extract_kwargs_are_a_clear_error_at_load_time(kwargs, phrase):
+    with pytest.raises(RewardError) as info:
+        load_reward("gcpo_contrastive", **kwargs)
+    assert phrase in str(info.value) and "gcpo_contrastive" in str(info.value)
 
 
 def test_gcpo_is_a_group_plugin_with_the_default_detector():
@@ -204,6 +255,24 @@ def test_length_correct_only_grants_it_to_correct_completions():
     assert length(["4"], completion_ids=[[1]], cap=2, correct_only=True, answer=[None]) == [None]
 
 
+def test_length_correct_only_judges_like_the_gcpo_accuracy_when_told():
+    ids = [[0] * 3] * 3
+    texts = ["<answer>4.05</answer>", "so 4", "<answer>4</answer><answer>5</answer>"]
+    gated = {"completion_ids": ids, "cap": 6, "correct_only": True, "answer": ["4"] * 3}
+    # GeometryZero's reading: 4.05 within 2%, the untagged 4 is no answer, the first span is read.
+    assert length(texts, extract="tagged", rel_tol=0.02, **gated) == [0.5, 0.0, 0.5]
+    # The default (lenient, exact): 4.05 is wrong, the bare 4 right, the last span (5) is read.
+    assert length(texts, **gated) == [0.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "phrase"), [({"extract": "nope"}, "extraction policy"), ({"rel_tol": -1}, "rel_tol")]
+)
+def test_length_bad_extract_kwargs_are_an_error(kwargs, phrase):
+    with pytest.raises(RewardError, match=phrase):
+        length(["4"], cap=2, **kwargs)
+
+
 def test_length_correct_only_without_answers_is_an_error():
     with pytest.raises(RewardError, match="correct_only"):
         length(["4"], cap=2, correct_only=True)
@@ -248,10 +317,14 @@ def test_gcpo_recipe_trains_two_steps_on_cpu(tiny_model, tmp_path, monkeypatch):
     assert "gcpo_contrastive" in resolved and "advanced_geometry" in resolved
 
 
-@pytest.mark.parametrize(("cap", "mask", "warns"), [(24, True, True), (12, True, False), (24, False, False)])
-def test_length_cap_at_the_budget_with_masked_truncation_warns(tmp_path, cap, mask, warns):
+@pytest.mark.parametrize(
+    ("cap", "mask", "refused"), [(24, True, True), (12, True, False), (24, False, False)]
+)
+def test_length_cap_at_the_budget_with_masked_truncation_is_refused(tmp_path, cap, mask, refused):
+    """A length reward saturated only by cut-off completions while those are masked from the loss: the
+    run is refused with one message naming the cap and both fixes (it collapsed to 100% truncation)."""
     from posttrain.config import load_recipe
-    from posttrain.train import check_length_cap
+    from posttrain.errors import ConfigError
 
     path = tmp_path / "r.yaml"
     path.write_text(
@@ -260,4 +333,10 @@ def test_length_cap_at_the_budget_with_masked_truncation_warns(tmp_path, cap, ma
         f"trainer: {{max_completion_length: 24, mask_truncated_completions: {str(mask).lower()}}}\n"
     )
     recipe = load_recipe(path)
-    assert (check_length_cap(recipe, recipe.grpo_config()) is not None) == warns
+    if refused:
+        with pytest.raises(
+            ConfigError, match="cap .24 tokens.*Lower the cap.*mask_truncated_completions: false"
+        ):
+            recipe.grpo_config()
+    else:
+        recipe.grpo_config()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import string
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

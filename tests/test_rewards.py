@@ -41,7 +41,7 @@ def _constant(completions, value=1.0, **kwargs):
 
 
 @group_reward
-def _group_mean(completions, group_size, **kwargs):
+def _group_mean(completions, group_size, scale=1.0, **kwargs):
     # Each group's score: its index, so the test can see the grouping.
     return [float(i // group_size) for i in range(len(completions))]
 
@@ -149,7 +149,7 @@ def test_load_reward_resolves(monkeypatch, fake_module, name, kwargs, expected):
 
 
 def test_load_reward_keeps_name_and_group_marker(fake_module):
-    bound = load_reward("fake_user_rewards:group_mean", unused=1)
+    bound = load_reward("fake_user_rewards:group_mean", scale=1)
     assert bound.__name__ == "_group_mean"
     assert is_group_reward(bound)
     assert load_reward("fake_user_rewards:constant", value=2.0).__name__ == "_constant"
@@ -195,8 +195,29 @@ def test_load_reward_rejects_kwargs_the_function_cannot_take(monkeypatch):
     module = types.ModuleType("strict_rewards")
     module.strict = lambda completions, scale=1.0: [scale] * len(completions)
     monkeypatch.setitem(sys.modules, "strict_rewards", module)
-    with pytest.raises(RewardError, match="does not accept the kwargs \\['sclae'\\]"):
+    with pytest.raises(RewardError, match="has no setting 'sclae'.*Did you mean 'scale'"):
         load_reward("strict_rewards:strict", sclae=2.0)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("format", {"extract": "boxed"}),  # format reads no answers: an extraction policy cannot apply
+        ("pay_per_search", {"extract": "boxed"}),  # MASH reads <answer> spans its own way (a class)
+        ("accuracy", {"extrcat": "boxed"}),  # a typo would land in **kwargs and be ignored
+    ],
+)
+def test_a_setting_the_reward_does_not_have_is_refused(name, kwargs):
+    with pytest.raises(RewardError, match=f"{name}.*{next(iter(kwargs))}"):
+        load_reward(name, **kwargs)
+
+
+def test_an_unknown_extraction_policy_is_named():
+    from posttrain.rewards import RewardPlugin, RewardSpec
+
+    plugin = RewardPlugin.from_spec(RewardSpec(name="accuracy", kwargs={"extract": "boxd"}))
+    with pytest.raises(RewardError, match="unknown answer extraction policy.*boxed"):
+        plugin(prompts=None, completions=["\\boxed{1}"], answer=["1"])
 
 
 def test_load_reward_module_that_fails_to_import(monkeypatch, tmp_path):

@@ -75,7 +75,12 @@ def test_docstring_examples(module):
         ("\\boxed{}", "pointwise", "No", 0.0),  # empty box
         ("\\boxed{A or B}", "pairwise", "A", 0.0),  # hedged
         ("Judgement: \\box{No}", "pointwise", "No", 1.0),  # \box{} as the reference prompts ask
-        ("x = \\boxed{4}, so \\box{Yes}", "pointwise", "Yes", 0.0),  # the first box is the math one, not a verdict
+        (
+            "x = \\boxed{4}, so \\box{Yes}",
+            "pointwise",
+            "Yes",
+            0.0,
+        ),  # the first box is the math one, not a verdict
         ("\\box{Yes}, as x = \\boxed{4}", "pointwise", "Yes", 1.0),  # \box{} read like \boxed{}, first counts
         ("\\boxed{yes}", "pointwise", "yes", 1.0),  # a label written in lower case still matches
     ],

@@ -81,3 +81,83 @@ def crash_on_rank1(completions, **kwargs):
     if PartialState().process_index == 1:
         raise RuntimeError("crash_on_rank1: rank 1 fails on purpose")
     return [0.0] * len(completions)
+
+
+def _synthetic(answer: str, completion, position: int, group_size: int) -> tuple[str, int]:
+    """A deterministic stand-in completion and search count from the row's answer, the real completion's
+    length and its position in its group (the tiny random model never answers, searches or draws)."""
+    key = int(answer) + len(completion_text(completion)) + position
+    aux = "<auxiliary>draw AD</auxiliary>" if position % 2 else ""
+    said = answer if key % 3 else "no"
+    return f"<think>{aux}</think><answer>{said}</answer>", key % 3
+
+
+@group_reward
+class GcpoProbe:
+    """The real ``gcpo_contrastive`` on synthetic completions (:func:`_synthetic`): some groups construct
+    and are right more often with it, some less, so the mask takes every sign."""
+
+    def __init__(self):
+        from posttrain.rewards import load_reward
+
+        self.reward = load_reward("gcpo_contrastive", epsilon=0.05)
+
+    def __call__(self, completions, group_size, answer, **kwargs):
+        texts = [
+            _synthetic(a, c, i % group_size, group_size)[0]
+            for i, (c, a) in enumerate(zip(completions, answer))
+        ]
+        return self.reward(completions=texts, group_size=group_size, answer=answer)
+
+
+@group_reward
+class PayPerSearchProbe:
+    """The real, stateful ``pay_per_search`` on synthetic completions and search counts (:func:`_synthetic`),
+    keyed by question: its history carries from step to step."""
+
+    def __init__(self):
+        from posttrain.rewards import load_reward
+
+        self.reward = load_reward("pay_per_search", lam=0.5)
+
+    def __call__(self, completions, group_size, answer, question, **kwargs):
+        made = [
+            _synthetic(a, c, i % group_size, group_size) for i, (c, a) in enumerate(zip(completions, answer))
+        ]
+        return self.reward(
+            completions=[m[0] for m in made],
+            group_size=group_size,
+            num_searches=[m[1] for m in made],
+            id=list(question),
+            answer=answer,
+        )
+
+    def state_dict(self):
+        return self.reward.state_dict()
+
+    def load_state_dict(self, state):
+        self.reward.load_state_dict(state)
+
+
+class RowProbe:
+    """Scores 0; writes, per call, the rows this process scored (``local``) or, as a group reward, the rows
+    gathered from every process (``gathered``) to ``<out_dir>/<kind>-rank<r>.jsonl``: prompt text and task."""
+
+    def __init__(self, out_dir: str, kind: str = "local"):
+        self.path = Path(out_dir) / f"{kind}-rank{PartialState().process_index}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, completions, prompts, task=None, **kwargs):
+        tasks = task if task is not None else [None] * len(completions)
+        rows = [
+            [p[-1]["content"] if isinstance(p, list) else p, t or "solve"] for p, t in zip(prompts, tasks)
+        ]
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rows) + "\n")
+        return [0.0] * len(completions)
+
+
+@group_reward
+class GatheredRowProbe(RowProbe):
+    def __init__(self, out_dir: str):
+        super().__init__(out_dir, "gathered")
