@@ -441,8 +441,9 @@ class PosttrainTrainer(GRPOTrainer):
         )
         inputs["advantages"] = token_advantages(inputs["advantages"], weights)
         mode = "train" if self.model.training else "eval"
-        gap = torch.nan_to_num((trainer_logps - sampler).abs(), nan=0.0)
-        totals = torch.stack([*masked_sum(gap, mask), *masked_sum(weights.float(), mask)])
+        gap = (trainer_logps - sampler).abs()
+        scored = mask * ~torch.isnan(gap)  # tokens the sampler could not score take no part, as in TRL
+        totals = torch.stack([*masked_sum(torch.nan_to_num(gap), scored), *masked_sum(weights.float(), mask)])
         gap_sum, tokens, weight_sum, counted = self.accelerator.gather(totals).view(-1, 4).sum(0).tolist()
         self._metrics[mode]["rollout/logp_gap"].append(gap_sum / max(tokens, 1.0))
         self._metrics[mode]["rollout/is_weight_mean"].append(weight_sum / max(counted, 1.0))
