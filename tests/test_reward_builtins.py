@@ -75,6 +75,46 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
+# Each policy on the same completions (issue 13: answer extraction is a named policy per reward).
+# Columns: lenient, boxed (TTRL), first_boxed (SPARK), tagged (GeometryZero), qwen_math (TTRV).
+POLICIES = ("lenient", "boxed", "first_boxed", "tagged", "qwen_math")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # one box: every box-reading policy takes it; `tagged` reads tags only
+        ("so \\boxed{42}", ("42", "42", "42", None, "42")),
+        # two boxes: the last for lenient/boxed/qwen_math, the first for SPARK
+        ("\\boxed{1} or rather \\boxed{2}", ("2", "2", "1", None, "2")),
+        # the last box cut off by the length limit: lenient and qwen_math fall back to the box before,
+        # TTRL's box-only reading has no answer, SPARK's first box is the closed one
+        ("\\boxed{7} and then \\boxed{\\frac{1}{", ("7", None, "7", None, "7")),
+        # the first box unclosed: SPARK's verifier has no answer; lenient readers fall to the last number
+        ("\\boxed{7 and more", ("7", None, None, None, "7")),
+        # a tag and a box: the box wins for box readers, the tag for GeometryZero
+        ("<think>\\boxed{2}</think><answer>3</answer>", ("2", "2", "2", "3", "2")),
+        # two tags: lenient takes the last, GeometryZero the first
+        ("<answer>1</answer> <answer>2</answer>", ("2", None, None, "1", "2")),
+        # an unclosed answer tag: GeometryZero reads what follows it
+        ("<think>ok</think><answer> 5", ("5", None, None, "5", "5")),
+        # "the answer is": lenient and qwen_math read the phrase
+        ("Thus, the answer is 17.", ("17", None, None, None, "17")),
+        # "Answer:" is lenient's phrase only; qwen_math falls back to the last number
+        ("Answer: 3/4 then 9", ("3/4 then 9", None, None, None, "9")),
+        # a bare number: only the lenient readers (TTRL does not vote on it)
+        ("3 + 4 = 7", ("7", None, None, None, "7")),
+        # an empty box is no answer for the box-only readers
+        ("\\boxed{} so 5", ("5", None, None, None, "5")),
+        # nothing anywhere
+        ("I do not know", (None, None, None, None, None)),
+    ],
+)
+def test_extraction_policies_on_a_table(text, expected):
+    got = tuple(extract_answer(text, policy) for policy in POLICIES)
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     "answer, expected",
     [
