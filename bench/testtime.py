@@ -12,7 +12,8 @@ accuracy before/after (greedy, maj@k, mean@k on the same questions) and TTRL's d
 (``ttrl/label_accuracy``: how often the majority pseudo-label is the true answer). A fixed number of
 steps, not a wall budget, so a busy machine changes the time and not the result.
 
-Votes and evaluation samples use temperature 0.7: at 1.0 the 135M model's samples are mostly wrong
+Answers are read with ``extract: lenient`` (the bare number the prompt asks for), not TTRL's box-only
+reading. Votes and evaluation samples use temperature 0.7: at 1.0 the 135M model's samples are mostly wrong
 (mean@16 falls well below the majority's accuracy), so the pseudo-labels would be noise.
 
 Writes ``bench/results/testtime.json`` and ``testtime.png`` (the run's majority-ratio plot); the last
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
         "data.size": args.questions,
         "data.seed": 1,
         "data.instruction": "Answer with just the number.",
+        # The task asks for the bare number (the probe above measured the vote with it), so votes read it
+        # with the lenient policy; TTRL's own reading is the last \boxed{} only (`extract: boxed`).
+        "extract": "lenient",
         "trainer.per_device_train_batch_size": args.n_votes * args.questions_per_step,
         "trainer.learning_rate": args.learning_rate,
         "trainer.temperature": args.temperature,

@@ -294,6 +294,11 @@ def _adapt_command(argv: list[str]) -> None:
     parser.add_argument(
         "--k", type=int, help="samples per question for the before/after vote (default n_votes)"
     )
+    parser.add_argument(
+        "--extract",
+        help="how answers are read, in the votes and the before/after evaluation: boxed (TTRL's default: the "
+        "last \\boxed{}), qwen_math (TTRV's), lenient (also a bare number), tagged, first_boxed",
+    )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimizer steps (default 20)")
     budget.add_argument("--time_budget", help="stop after this wall time, e.g. 10m")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rewards.math import answers_match, extract_answer, score
+from rewards.math import answers_match, get_extractor, score
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def majority_answer(answers: list[str | None]) -> tuple[str | None, float]:
     return answers[ids.index(best)], counts[best] / len(answers)
 
 
-def is_correct(text: str, row: dict[str, Any]) -> bool:
-    return score(text, row.get("answer") or "", row.get("verifier") or None) >= 1.0
+def is_correct(text: str, row: dict[str, Any], extract: str = "lenient") -> bool:
+    return score(text, row.get("answer") or "", row.get("verifier") or None, extract) >= 1.0
 
 
 def evaluate(
@@ -134,8 +134,13 @@ def evaluate(
     batch_size: int = 64,
     seed: int = 0,
     desc: str = "eval",
+    extract: str = "lenient",
 ) -> EvalResult:
-    """Greedy accuracy, and mean@k / maj@k over ``num_samples`` samples when k > 1."""
+    """Greedy accuracy, and mean@k / maj@k over ``num_samples`` samples when k > 1.
+
+    ``extract``: how final answers are read (``rewards.math.EXTRACTORS``), so that a method is measured the
+    way it is rewarded (``posttrain adapt`` passes its test-time reward's policy)."""
+    answer_of = get_extractor(extract)
     rows = [dict(r) for r in dataset]
     prompts = [r["prompt"] for r in rows]
     greedy = generate(model, tokenizer, prompts, max_new_tokens, 1, 0.0, batch_size, f"{desc} (greedy)")
@@ -147,8 +152,8 @@ def evaluate(
                 "question": row.get("question"),
                 "answer": row.get("answer"),
                 "completion": text,
-                "extracted": extract_answer(text),
-                "correct": is_correct(text, row),
+                "extracted": answer_of(text),
+                "correct": is_correct(text, row, extract),
             }
         )
     n = max(len(rows), 1)
@@ -167,9 +172,9 @@ def evaluate(
         )
         mean_k, maj_k = 0.0, 0.0
         for row, pred, texts in zip(rows, preds, samples):
-            correct = [is_correct(t, row) for t in texts]
-            maj, share = majority_answer([extract_answer(t) for t in texts])
-            maj_ok = maj is not None and is_correct(f"\\boxed{{{maj}}}", row)
+            correct = [is_correct(t, row, extract) for t in texts]
+            maj, share = majority_answer([answer_of(t) for t in texts])
+            maj_ok = maj is not None and is_correct(f"\\boxed{{{maj}}}", row)  # the answer itself, boxed
             pred.update(
                 samples=texts,
                 samples_correct=correct,

@@ -73,8 +73,10 @@ FLAG_KEYS = {
     "time_budget": "run.time_budget",
     "output_dir": "trainer.output_dir",
     "k": "eval.num_samples",
+    "extract": "extract",  # the test-time reward's answer reading (build_recipe sets its kwarg)
 }
 REWARDS = ("ttrl", "ttrv")
+VOTE_REWARDS = ("ttrl_majority", "ttrv_frequency")
 
 
 class AdaptationError(PosttrainError):
@@ -89,6 +91,7 @@ def build_recipe(recipe_path: str | None, flags: dict[str, Any]) -> Recipe:
     """
     sections = read_yaml(recipe_path) if recipe_path else copy.deepcopy(ADAPT_DEFAULTS)
     flags = {FLAG_KEYS.get(k, k): v for k, v in flags.items() if v is not None}
+    extract = flags.pop("extract", None)
     method = flags.get("method.name", (sections.get("method") or {}).get("name", "ttrl"))
     if method not in REWARDS:
         raise AdaptationError(
@@ -101,7 +104,31 @@ def build_recipe(recipe_path: str | None, flags: dict[str, Any]) -> Recipe:
         flags.setdefault("eval.num_samples", votes)
         if "trainer.per_device_train_batch_size" not in flags and "per_device_train_batch_size" not in flags:
             flags["trainer.per_device_train_batch_size"] = votes
-    return load_recipe(recipe_path or "the adapt defaults", flags, sections=sections)
+    recipe = load_recipe(recipe_path or "the adapt defaults", flags, sections=sections)
+    if extract is not None:
+        from rewards.math import get_extractor
+
+        get_extractor(extract, "--extract")  # an unknown policy is named before any work
+        for spec in recipe.rewards:
+            if spec.name in VOTE_REWARDS:
+                spec.kwargs["extract"] = extract
+    return recipe
+
+
+def answer_policy(recipe: Recipe) -> str:
+    """How the test-time reward reads answers (its ``extract`` kwarg, else the reward's own default), so that
+    the before/after votes are read the same way."""
+    import inspect
+
+    from posttrain.rewards import load_reward
+
+    for spec in recipe.rewards:
+        if spec.name in VOTE_REWARDS:
+            if "extract" in spec.kwargs:
+                return spec.kwargs["extract"]
+            fn = load_reward(spec.name)
+            return inspect.signature(fn).parameters["extract"].default
+    return "lenient"
 
 
 def resolve_labels(recipe: Recipe) -> Recipe:
@@ -232,6 +259,7 @@ class Evaluator:
             batch_size=e.batch_size,
             seed=trainer.get("seed", 0),
             desc=f"vote {name}",
+            extract=answer_policy(self.recipe),
         )
         metrics = vote_metrics(result.predictions, self.labelled, k)
         preds = [_prediction(p, self.labelled) for p in result.predictions]

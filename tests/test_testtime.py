@@ -14,7 +14,17 @@ from posttrain import testtime
 from posttrain.cli import main
 from posttrain.errors import ConfigError
 
-TINY = ["--trainer.max_completion_length", "8", "--eval.max_new_tokens", "8", "--n_votes", "4"]
+# The tiny random model never writes a \boxed{} answer: `lenient` lets the digits it writes vote.
+TINY = [
+    "--trainer.max_completion_length",
+    "8",
+    "--eval.max_new_tokens",
+    "8",
+    "--n_votes",
+    "4",
+    "--extract",
+    "lenient",
+]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -56,6 +66,23 @@ def test_adapt_writes_adapter_predictions_metrics_and_plot(tiny_model, questions
     recipe = (out / "recipe.yaml").read_text()
     assert "train_samples: 2" in recipe and "num_generations: 4" in recipe and "answer_field: null" in recipe
     assert "Adapted 2 steps (ttrl)" in capsys.readouterr().out
+
+
+def test_the_votes_and_the_evaluation_read_answers_as_the_reward(tiny_model, questions, tmp_path, capsys):
+    """TTRL reads the last box only: a model that writes none has no vote, and the check before training says
+    so (it reads the votes as the reward will, not more leniently); `--extract` changes both at once."""
+    from posttrain.testtime import answer_policy, build_recipe
+
+    out = tmp_path / "run"
+    flags = ["adapt", "--model", tiny_model, "--data", questions, "--output_dir", str(out), *TINY[:-2]]
+    assert main([*flags, "--steps", "1"]) != 0
+    assert "no parseable final answer" in capsys.readouterr().err
+    assert answer_policy(build_recipe(None, {"data": questions})) == "boxed"
+    assert answer_policy(build_recipe(None, {"data": questions, "reward": "ttrv"})) == "qwen_math"
+    recipe = build_recipe(None, {"data": questions, "reward": "ttrv", "extract": "lenient"})
+    assert recipe.rewards[0].kwargs["extract"] == "lenient" and answer_policy(recipe) == "lenient"
+    with pytest.raises(Exception, match="unknown answer extraction policy"):
+        build_recipe(None, {"data": questions, "extract": "boxd"})
 
 
 def test_labels_give_accuracy_and_label_accuracy(tiny_model, labelled, tmp_path):
