@@ -57,6 +57,10 @@ def test_trl_version():
         ),
         # Its first call inside _compute_loss gives the log-probs the IS weights are computed from.
         ("_get_per_token_logps_and_entropies", None),
+        # With a prompt feed (SPARK), a placeholder loader only counts the Trainer's steps.
+        ("get_train_dataloader", ["self"]),
+        # transformers' hook for skipping batches on resume; the feed restores its own position instead.
+        ("get_resumed_dataloader", ["self", "dataloader", "num_batches"]),
     ],
 )
 def test_overridden_method_signatures(name, params):
@@ -88,6 +92,16 @@ def test_loss_reads_advantages_after_its_forward_pass():
         ("_compute_loss", ['inputs["tool_mask"]', 'inputs["num_items_in_batch"]']),
         # Our training_step reads the step counter TRL keeps.
         ("training_step", ["self._step += 1", "self.current_gradient_accumulation_steps"]),
+        # The feed replaces the generation batch exactly when TRL generates (the same condition).
+        (
+            "_prepare_inputs",
+            [
+                "self._step % generate_every == 0 or self._buffered_inputs is None",
+                "self._generate_and_score_completions(",
+            ],
+        ),
+        # A completion without a final EOS (or pad) is "truncated": the search loop closes complete ones.
+        ("_generate_and_score_completions", ["ids[-1] not in eos_and_pad"]),
     ],
 )
 def test_call_sites_we_rely_on(method, calls):
@@ -112,6 +126,15 @@ def test_grpo_config_fields():
         "mask_truncated_completions",
         "steps_per_generation",
         "gradient_checkpointing",
+        # set by every method preset (posttrain/config.py METHOD_PRESETS)
+        "use_bias_correction_kl",
+        "entropy_coef",
+        "epsilon",
+        "temperature",
+        "top_p",
+        "beta",
+        "shuffle_dataset",
+        "generation_batch_size",
     }
     assert needed <= fields, f"GRPOConfig lost {sorted(needed - fields)}"
 
