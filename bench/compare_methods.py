@@ -113,7 +113,10 @@ def spark_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
     from posttrain.config import METHOD_REWARDS
 
     solve = [r for r in grpo_arm(base, setting)[1] if r["name"] != "accuracy"]  # e.g. format on GPU
-    return "spark", [*copy.deepcopy(METHOD_REWARDS["spark"]), *solve]
+    rewards = copy.deepcopy(METHOD_REWARDS["spark"])
+    if setting == "cpu":  # every arm reads answers alike (SPARK's own reading is the first \boxed{})
+        rewards[0]["kwargs"]["extract"] = _accuracy().get("kwargs", {}).get("extract", "lenient")
+    return "spark", [*rewards, *solve]
 
 
 # Arm name -> (base recipe, "cpu" | "gpu") -> (method name, reward entries). The rest of the recipe is shared.
