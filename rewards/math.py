@@ -47,6 +47,14 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _QWEN_NUMBER = re.compile(r"-?\d*\.?\d+")
 
 
+def _box_content(text: str, start: int) -> str | None:
+    """The stripped content of the box starting at ``start`` (-1: none); None when it never closes or is empty."""
+    if start == -1:
+        return None
+    content = _boxed_at(text, start)
+    return (content.strip() or None) if content is not None else None
+
+
 def _boxed_at(text: str, start: int) -> str | None:
     """The content of the ``\\boxed{`` starting at ``start`` when its braces close; None if they never do."""
     depth, begin = 1, start + len(_BOXED)
@@ -86,13 +94,7 @@ def boxed_only(text: str) -> str | None:
     >>> boxed_only("\\\\boxed{1} then \\\\boxed{2"), boxed_only("so 2"), boxed_only("\\\\boxed{3}.")
     (None, None, '3')
     """
-    start = text.rfind(_BOXED)
-    if start == -1:
-        return None
-    content = _boxed_at(text, start)
-    if content is None:
-        return None
-    return content.strip() or None
+    return _box_content(text, text.rfind(_BOXED))
 
 
 def first_boxed(text: str) -> str | None:
@@ -103,13 +105,7 @@ def first_boxed(text: str) -> str | None:
     >>> first_boxed("\\\\boxed{1} then \\\\boxed{2}"), first_boxed("\\\\boxed{12"), first_boxed("12")
     ('1', None, None)
     """
-    start = text.find(_BOXED)
-    if start == -1:
-        return None
-    content = _boxed_at(text, start)
-    if content is None:
-        return None
-    return content.strip() or None
+    return _box_content(text, text.find(_BOXED))
 
 
 def tagged(text: str) -> str | None:
