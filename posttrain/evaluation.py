@@ -39,11 +39,14 @@ class EvalResult:
 
 
 def _autocast(model) -> torch.autocast:
+    """bf16 compute over the fp32 master weights where the hardware has it natively, as in training."""
     device = next(model.parameters()).device
     if device.type == "cpu":
         from posttrain.models import cpu_supports_bf16
 
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_supports_bf16())
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.cuda.is_bf16_supported())
     return torch.autocast(device.type, enabled=False)
 
 

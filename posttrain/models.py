@@ -90,8 +90,9 @@ class ModelConfig:
     """Name of a GGUF file inside the folder or hub repo given by ``name_or_path``."""
 
     dtype: str = "auto"
-    """Weight dtype: auto|float32|bfloat16|float16. ``auto`` is float32 on CPU (bf16 comes from autocast)
-    and bfloat16 on a CUDA GPU that supports it."""
+    """Weight dtype: auto|float32|bfloat16|float16. ``auto`` is float32 master weights on every device,
+    with bf16/fp16 compute from autocast (``trainer.bf16``); ``bfloat16`` halves weight memory but drops
+    optimizer updates smaller than bf16 resolution (pure bf16 training)."""
 
     revision: str | None = None
     """Branch, tag or commit of a hub model."""
@@ -366,9 +367,11 @@ def resolve_dtype(dtype: str = "auto", device: str | None = None) -> torch.dtype
 
     if dtype != "auto":
         return getattr(torch, dtype)
-    on_cuda = device.startswith("cuda") if device else torch.cuda.is_available()
-    # On CPU keep fp32 master weights: bf16 arrives through autocast when GRPOConfig.bf16 is set.
-    return torch.bfloat16 if on_cuda and _cuda_bf16() else torch.float32
+    # fp32 master weights everywhere; bf16 (or fp16) compute arrives through autocast when GRPOConfig.bf16
+    # is set (DeepSpeed keeps fp32 masters of its own). Weights stored in bf16 and stepped by AdamW lose
+    # every update below bf16's resolution: at lr 1e-6 most of them (measured with bench/gpu/step.py's
+    # probe on a random model: 1-2% of a layer's weights changed per step).
+    return torch.float32
 
 
 def load_model(
