@@ -16,16 +16,17 @@ decides which GGUF to convert and where::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from posttrain.cache import cache_dir, short_hash
 from posttrain.errors import ModelError
 from posttrain.locking import exclusive
 
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$POSTTRAIN_CACHE``, else ``~/.cache/posttrain``."""
-    return Path(os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain").expanduser()
 
 
 def convert_local_gguf(gguf: Path) -> str:
@@ -54,22 +50,34 @@ def convert_local_gguf(gguf: Path) -> str:
     return convert_gguf(str(gguf.parent), gguf.name, target, source=str(gguf))
 
 
-def short_hash(text: str) -> str:
-    """A 10-character key that tells apart cache folders converted from different sources."""
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 def is_complete(folder: Path) -> bool:
     """Whether ``folder`` holds a finished conversion."""
     # Conversions appear by an atomic rename, so a folder with a config and weights is complete.
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
-def convert_gguf(repo: str, filename: str, target: Path, source: str, revision: str | None = None) -> str:
+LoadError = Callable[[str, str, Exception], Exception]
+"""``(source, repo, error) -> exception``: what to raise when transformers cannot load the GGUF."""
+
+
+def _cannot_load(source: str, repo: str, exc: Exception) -> Exception:
+    return ModelError(f"Could not load a model from {repo!r}: {exc}")
+
+
+def convert_gguf(
+    repo: str,
+    filename: str,
+    target: Path,
+    source: str,
+    revision: str | None = None,
+    load_error: LoadError = _cannot_load,
+) -> str:
     """Convert ``repo/filename`` into ``target`` unless it is there already; return ``target``.
 
     The model is written to a temporary sibling and renamed into place, so an interrupted run never
     leaves a half folder; a lock file keeps two processes from converting the same model at once.
+    ``load_error`` builds the message when the GGUF cannot be loaded (the caller knows whether the
+    repository was a hub id, and says so).
     """
     if is_complete(target):
         return str(target)
@@ -84,7 +92,7 @@ def convert_gguf(repo: str, filename: str, target: Path, source: str, revision: 
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            _export_gguf(repo, filename, tmp, source=source, revision=revision)
+            _export_gguf(repo, filename, tmp, source=source, revision=revision, load_error=load_error)
             _make_readable(tmp)
             os.replace(tmp, target)
         except BaseException:
@@ -102,13 +110,13 @@ def _make_readable(folder: Path) -> None:
         child.chmod(0o666 & ~umask)
 
 
-def _export_gguf(repo: str, filename: str, out: Path, source: str, revision: str | None = None) -> None:
+def _export_gguf(
+    repo: str, filename: str, out: Path, *, source: str, revision: str | None, load_error: LoadError
+) -> None:
     """Load a GGUF with transformers (dequantized to fp32) and save it as a plain HF folder."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from posttrain.models import _load_error  # here, not at the top: posttrain.models imports this module
 
     start = time.monotonic()
     logger.info("Converting GGUF %s into a trainable fp32 model folder (once; ~30 s for 135M) ...", source)
@@ -118,7 +126,7 @@ def _export_gguf(repo: str, filename: str, out: Path, source: str, revision: str
             repo, gguf_file=filename, revision=revision, dtype=torch.float32
         )
     except OSError as exc:
-        raise _load_error(source, repo, exc) from exc
+        raise load_error(source, repo, exc) from exc
     except (ValueError, NotImplementedError) as exc:
         raise ModelError(f"Cannot convert GGUF {source}: {exc}") from exc
     clear_quantization(model)

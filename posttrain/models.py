@@ -39,8 +39,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from posttrain.cache import cache_dir, short_hash
 from posttrain.errors import ConfigError, ModelError
-from posttrain.gguf import cache_dir, convert_gguf, convert_local_gguf, is_complete, short_hash
+from posttrain.gguf import convert_gguf, convert_local_gguf, is_complete
 
 if TYPE_CHECKING:
     import peft
@@ -274,7 +275,7 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None, revision
         key = short_hash(f"{name_or_path}\0{gguf_file}\0{revision}")
         target = cache_dir() / "models" / f"{Path(gguf_file).stem}-{key}"
         source = f"{name_or_path}/{gguf_file}"
-        return convert_gguf(name_or_path, gguf_file, target, source=source, revision=revision)
+        return convert_gguf(name_or_path, gguf_file, target, source, revision, load_error=_load_error)
 
     if name_or_path.endswith(".gguf"):
         return convert_local_gguf(path)

@@ -317,6 +317,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from posttrain.cli import run_command
+    from posttrain.console import run_command
 
     sys.exit(run_command(lambda: main(sys.argv[1:])))

@@ -232,7 +232,7 @@ def test_eval_command(setup, tmp_path):
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Call ``posttrain ...`` in-process; returns (exit status, stderr)."""
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)  # keep pytest's logging set-up
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)  # keep pytest's logging set-up
     monkeypatch.delenv("POSTTRAIN_DEBUG", raising=False)
 
     def run(*argv: str) -> tuple[int, str]:

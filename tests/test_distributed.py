@@ -518,7 +518,7 @@ def test_relaunch_with_a_missing_config_names_it_and_the_shipped_ones(tmp_path):
 
 def test_posttrain_train_reports_a_missing_config(not_launched, capsys, math_jsonl):
     """Through the command line (train.main's wiring): one message, exit status 2, nothing launched."""
-    not_launched.setattr(cli, "setup_logging", lambda: None)
+    not_launched.setattr("posttrain.console.setup_logging", lambda: None)
     recipe = Path(math_jsonl).with_name("recipe.yaml")
     recipe.write_text(yaml.safe_dump({"data": {"path": math_jsonl}}))
     status = cli.main(["train", str(recipe), "--run.accelerate_config", "nope.yaml"])

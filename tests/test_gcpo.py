@@ -301,7 +301,7 @@ def test_gcpo_recipe_trains_two_steps_on_cpu(tiny_model, tmp_path, monkeypatch):
     from posttrain import cli
 
     monkeypatch.chdir(REPO)  # the recipe names data/math500/geometry.jsonl relative to the repository
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)
     out = tmp_path / "gcpo"
     argv = ["train", "recipes/gcpo_geometry.yaml", *SHRINK, "--model.name_or_path", tiny_model]
     assert cli.main([*argv, "--output_dir", str(out)]) == 0

@@ -270,7 +270,7 @@ def test_spark_recipe_trains_recycled_tasks(tiny_model, tmp_path, monkeypatch):
     from posttrain import cli
 
     monkeypatch.chdir(REPO)  # the recipe names data/gsm8k/*.jsonl relative to the repository
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)
     out = tmp_path / "spark"
     # Short answers from the tiny model: every group is wrong and none has a \boxed{} answer, so no judge
     # task (SPARK never shows a judge a rollout without a box) and one full-text reflection per step.

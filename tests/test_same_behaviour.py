@@ -135,9 +135,9 @@ def _generate(cli, tiny_model: str, data: str, out: Path) -> dict:
 def run_all(tiny_model: str, work: Path) -> dict:
     import os
 
-    from posttrain import cli
+    from posttrain import cli, console
 
-    cli.setup_logging = lambda: None  # keep pytest's logging as it is
+    console.setup_logging = lambda: None  # keep pytest's logging as it is
     os.chdir(REPO)  # the recipes name their data relative to the repository
     data = work / "questions.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in QUESTIONS))

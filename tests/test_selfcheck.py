@@ -274,14 +274,14 @@ def test_cli_eval_judge(tiny_model, data, tmp_path):
     ],
 )
 def test_cli_bad_flags(monkeypatch, capsys, argv, message):
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)
     monkeypatch.delenv("POSTTRAIN_DEBUG", raising=False)
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_cli_judge_without_answers(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)
     monkeypatch.delenv("POSTTRAIN_DEBUG", raising=False)
     path = tmp_path / "q.jsonl"
     path.write_text(json.dumps({"question": "What is 1+1?"}) + "\n")
@@ -293,7 +293,7 @@ def test_cli_judge_without_answers(monkeypatch, capsys, tmp_path):
 
 def test_cli_generate_unlabelled(monkeypatch, capsys, tiny_model, tmp_path):
     # No answers: generations and judge verdicts are written, no accuracy is printed.
-    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    monkeypatch.setattr("posttrain.console.setup_logging", lambda: None)
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps({"question": f"What is {a}+1?"}) + "\n" for a in range(3)))
     argv = [

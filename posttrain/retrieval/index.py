@@ -219,7 +219,7 @@ def _stemmer(stem: bool) -> Any:
 
 def default_cache_dir() -> Path:
     """``$POSTTRAIN_CACHE/retrieval``, else ``~/.cache/posttrain/retrieval``."""
-    from posttrain.gguf import cache_dir  # the project's one definition of the cache root
+    from posttrain.cache import cache_dir  # the project's one definition of the cache root
 
     return cache_dir() / "retrieval"
 

@@ -245,6 +245,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from posttrain.cli import run_command
+    from posttrain.console import run_command
 
     sys.exit(run_command(lambda: main(sys.argv[1:])))
