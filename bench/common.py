@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rewards.math import score
+from posttrain.verify.math import score
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / "recipes" / "quickstart.yaml"

@@ -1,7 +1,7 @@
 """The project's cache folder: converted models, BM25 indexes.
 
-    from posttrain.cache import cache_dir
-    cache_dir() / "models"        # $POSTTRAIN_CACHE, else ~/.cache/posttrain
+from posttrain.cache import cache_dir
+cache_dir() / "models"        # $POSTTRAIN_CACHE, else ~/.cache/posttrain
 """
 
 from __future__ import annotations

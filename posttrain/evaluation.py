@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rewards.math import answers_match, get_extractor, score
+from posttrain.verify.math import get_extractor, score
+from posttrain.verify.vote import majority_answer
 
 logger = logging.getLogger(__name__)
 
@@ -87,40 +88,6 @@ def generate(
             out.extend(texts[i * num_samples : (i + 1) * num_samples] for i in range(len(chunk)))
             bar.update(len(chunk))
     return out
-
-
-def clusters(answers: list[str | None]) -> list[int | None]:
-    """Cluster index of each answer by equivalence (:func:`answers_match`), numbered by first appearance;
-    None for a missing answer.
-
-    >>> clusters(["0.5", None, "\\\\frac{1}{2}", "3"])
-    [0, None, 0, 1]
-    """
-    reps: list[str] = []
-    out: list[int | None] = []
-    for ans in answers:
-        if ans is None:
-            out.append(None)
-            continue
-        for k, rep in enumerate(reps):
-            if ans == rep or answers_match(ans, rep):
-                out.append(k)
-                break
-        else:
-            reps.append(ans)
-            out.append(len(reps) - 1)
-    return out
-
-
-def majority_answer(answers: list[str | None]) -> tuple[str | None, float]:
-    """The most common answer (equivalence by :func:`answers_match`) and its vote share."""
-    ids = clusters(answers)
-    voted = [k for k in ids if k is not None]
-    if not voted:
-        return None, 0.0
-    counts = [voted.count(k) for k in range(max(voted) + 1)]
-    best = counts.index(max(counts))  # the first of equal counts
-    return answers[ids.index(best)], counts[best] / len(answers)
 
 
 def is_correct(text: str, row: dict[str, Any], extract: str = "lenient") -> bool:

@@ -41,7 +41,7 @@ from typing import Any
 from posttrain.errors import ConfigError
 from posttrain.rewards import completion_text
 from posttrain.spark import templates
-from rewards.math import score
+from posttrain.verify.math import score
 
 SOLVE = "solve"
 TASKS = ("pointwise", "pairwise", "reflection")

@@ -7,7 +7,7 @@ Three greedy-or-sampled passes over the questions (``search_prompt`` as the reci
 :data:`posttrain.rollout.tools.SEARCH_PROMPT`):
 
 1. **With the tool** (the training loop, greedy): exact match and F1 of the final ``<answer>`` (SQuAD
-   normalisation, :mod:`posttrain.qa`, the code ``pay_per_search`` rewards with), searches per question,
+   normalisation, :mod:`posttrain.verify.qa`, the code ``pay_per_search`` rewards with), searches per question,
    share of questions that searched, share that hit the search budget.
 2. **Tool removed** (MASH's abstention read-off, arXiv 2510.01152): one greedy turn that stops at
    ``</search>`` or ``</answer>``; a completion that asks to search is an abstention. Reported:
@@ -17,7 +17,7 @@ Three greedy-or-sampled passes over the questions (``search_prompt`` as the reci
    its base model, 10 samples). With it: how abstention tracks the questions the model gets wrong
    (abstention rate when known = 0 vs known = 1, and precision/recall of abstaining on unknowns).
 
-Metric names: ``tool/*`` (pass 1) and ``no_tool/*`` (passes 2-3), see :func:`posttrain.qa.abstention_metrics`.
+Metric names: ``tool/*`` (pass 1) and ``no_tool/*`` (passes 2-3), see :func:`posttrain.verify.qa.abstention_metrics`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from posttrain.evaluation import EvalResult
-from posttrain.qa import abstention_metrics, exact_match, extract_answer, f1_score
 from posttrain.retrieval.config import SearchConfig
 from posttrain.rollout.base import SamplingSettings
 from posttrain.rollout.tools import STOP_STRINGS, run_search_loop
+from posttrain.verify.qa import abstention_metrics, exact_match, extract_answer, f1_score
 
 # Pass 3's prompt: the same question, no tool offered, just the answer.
 DIRECT_PROMPT = (

@@ -43,8 +43,8 @@ from typing import Any
 from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation import generate as hf_generate
 from posttrain.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, chat, pointwise
-from rewards.math import get_extractor, score
-from rewards.spark import judge_verdict
+from posttrain.verify.math import get_extractor, score
+from posttrain.verify.verdict import judge_verdict
 
 Chat = list[dict[str, str]]
 Generator = Callable[[list[Chat]], list[str]]

@@ -106,7 +106,7 @@ def build_recipe(recipe_path: str | None, flags: dict[str, Any]) -> Recipe:
             flags["trainer.per_device_train_batch_size"] = votes
     recipe = load_recipe(recipe_path or "the adapt defaults", flags, sections=sections)
     if extract is not None:
-        from rewards.math import get_extractor
+        from posttrain.verify.math import get_extractor
 
         get_extractor(extract, "--extract")  # an unknown policy is named before any work
         for spec in recipe.rewards:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text
-from rewards.math import last_boxed
+from posttrain.verify.math import last_boxed
 
 DEFAULT_TAGS = ("think", "answer")
 STYLES = ("strict", "geometryzero")

@@ -55,7 +55,8 @@ from typing import Any
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text, group_reward, import_object
-from rewards.math import accuracy, check_extract_kwargs
+from posttrain.verify.math import check_extract_kwargs
+from rewards.math import accuracy
 
 AUX_TAG = "auxiliary"
 _AUX_SPAN = re.compile(rf"<{AUX_TAG}>(.*?)</{AUX_TAG}>", re.DOTALL)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text
-from rewards.math import accuracy, check_extract_kwargs
+from posttrain.verify.math import check_extract_kwargs
+from rewards.math import accuracy
 
 
 def length(

@@ -2,11 +2,11 @@
 
 MASH (Gul, Cardie, Goyal, arXiv 2510.01152) trains a search agent whose reward is the answer's
 exact match times a penalty on the number of searches; at test time, with the search tool removed,
-a request to search reads as an abstention (``posttrain/qa.py``). For one completion of question q
+a request to search reads as an abstention (``posttrain/verify/qa.py``). For one completion of question q
 with ``m`` searches (the rule as described in ``../shared/methods/mash-ttrl-memory-guig1.md`` 1.5,
 read from momergul/mash ``reward_functions.py``):
 
-    acc   = exact_match(last <answer> span, gold answers)          (posttrain.qa, SQuAD normalised)
+    acc   = exact_match(last <answer> span, gold answers)          (posttrain.verify.qa, SQuAD normalised)
     m_min = fewest searches of a correct completion of q, in this call or any earlier one
     r     = acc * pen(m, m_min)                                     (0 when acc = 0)
 
@@ -52,8 +52,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from posttrain.errors import RewardError
-from posttrain.qa import exact_match, extract_answer
 from posttrain.rewards import completion_text, group_reward
+from posttrain.verify.qa import exact_match, extract_answer
 
 Penalty = Callable[[int, int, float, int], float]
 

@@ -35,51 +35,19 @@ Recipe entry (a per-sample plugin, next to ``accuracy`` for the main rows):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text
-from rewards.math import get_extractor, score
+from posttrain.verify.math import score
+from posttrain.verify.verdict import judge_verdict, normalise_verdict
 
 JUDGE_TASKS = ("pointwise", "pairwise")
 """Values of the ``task`` column scored by the judge verdict against ``judge_label``."""
 
 REFLECT_TASK = "reflection"
 """The ``task`` value scored like the original question, against its ``answer``."""
-
-_VERDICTS = {"yes": "Yes", "no": "No", "a": "A", "b": "B"}
-_WRAPPER = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mathit|mbox)\s*\{(.*)\}", re.DOTALL)
-_SURROUNDING = " \t\n()\"'.`$*"
-
-
-def normalise_verdict(text: str) -> str | None:
-    r"""``"Yes"``, ``"No"``, ``"A"`` or ``"B"`` for a verdict written in any usual way, else None.
-
-    >>> [normalise_verdict(s) for s in ["yes", "(B)", "\\text{No}.", "'a'", "Correct"]]
-    ['Yes', 'B', 'No', 'A', None]
-    """
-    previous = None
-    while text != previous:  # peel layers until none is left: "(\text{A})" -> "\text{A}" -> "A"
-        previous = text
-        text = text.strip(_SURROUNDING)
-        wrapped = _WRAPPER.fullmatch(text)
-        if wrapped:
-            text = wrapped.group(1)
-    return _VERDICTS.get(text.lower())
-
-
-def judge_verdict(text: str, extract: str = "first_boxed") -> str | None:
-    r"""The verdict in the first ``\boxed{...}`` (or ``\box{...}``) of a judge's reply, or None.
-
-    >>> [judge_verdict(t) for t in ["\\boxed{\\text{yes}}", "first \\boxed{A}, no: \\boxed{(B)}", "\\box{No}"]]
-    ['Yes', 'A', 'No']
-    >>> judge_verdict("first \\boxed{A}, no: \\boxed{(B)}", extract="boxed"), judge_verdict("It is correct.")
-    ('B', None)
-    """
-    content = get_extractor(extract, "spark_judge")(text.replace("\\box{", "\\boxed{"))  # "\boxed{" untouched
-    return None if content is None else normalise_verdict(content)
 
 
 def spark_judge(

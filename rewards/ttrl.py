@@ -48,9 +48,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from posttrain.errors import RewardError
-from posttrain.evaluation import clusters
 from posttrain.rewards import completion_text, group_reward
-from rewards.math import answers_match, get_extractor, normalize_gsm8k
+from posttrain.verify.math import answers_match, get_extractor, normalize_gsm8k
+from posttrain.verify.vote import clusters, majority_hits
 
 ENTROPY_MODES = ("group", "sample")
 
@@ -86,23 +86,6 @@ def _diagnostics(
             if t is not None
         ]
         log("ttrl/reward_accuracy", sum(agree) / len(agree))
-
-
-def majority_hits(group: Sequence[str | None]) -> tuple[str | None, float, list[float]]:
-    """(majority answer, its vote share, 1.0/0.0 per answer: equal to it or not) for one group.
-
-    Answers are clustered once by equivalence; the largest cluster wins, the first seen on a tie.
-
-    >>> majority_hits(["2", "3", "2.0", None])
-    ('2', 0.5, [1.0, 0.0, 1.0, 0.0])
-    """
-    ids = clusters(list(group))
-    voted = [k for k in ids if k is not None]
-    if not voted:
-        return None, 0.0, [0.0] * len(group)
-    counts = [voted.count(k) for k in range(max(voted) + 1)]
-    best = counts.index(max(counts))
-    return group[ids.index(best)], counts[best] / len(group), [1.0 if k == best else 0.0 for k in ids]
 
 
 @group_reward

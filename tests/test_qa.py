@@ -1,4 +1,4 @@
-"""Tests for short-answer QA scoring and abstention metrics (posttrain/qa.py).
+"""Tests for short-answer QA scoring and abstention metrics (posttrain/verify/qa.py).
 
     pytest tests/test_qa.py -q
 
@@ -11,8 +11,8 @@ import doctest
 
 import pytest
 
-import posttrain.qa
-from posttrain.qa import (
+import posttrain.verify.qa
+from posttrain.verify.qa import (
     abstention_metrics,
     count_searches,
     exact_match,
@@ -24,7 +24,7 @@ from posttrain.qa import (
 
 def test_docstring_examples():
     # The docstring examples are part of the documentation: keep them true.
-    result = doctest.testmod(posttrain.qa)
+    result = doctest.testmod(posttrain.verify.qa)
     assert result.failed == 0 and result.attempted > 0
 
 
@@ -226,3 +226,13 @@ def test_abstention_edge_cases(records, expected):
 def test_abstention_bad_records(records, phrase):
     with pytest.raises(ValueError, match=phrase):
         abstention_metrics(records)
+
+
+def test_the_old_import_path_still_works_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("posttrain.qa", None)
+    with pytest.warns(DeprecationWarning, match="posttrain.verify.qa"):
+        old = importlib.import_module("posttrain.qa")
+    assert old.exact_match("Paris", ["paris"]) == 1.0

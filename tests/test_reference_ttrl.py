@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 from posttrain.advantages import group_advantages, vote_subset
 from posttrain.rewards import load_reward
-from rewards.ttrl import frequency_rewards, majority_hits
+from posttrain.verify.vote import majority_hits
+from rewards.ttrl import frequency_rewards
 
 SETTINGS = settings(max_examples=120, deadline=None, database=None)
 ANSWERS = ["1", "2", "3", "7", "12"]

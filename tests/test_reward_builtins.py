@@ -12,7 +12,8 @@ import pytest
 import reasoning_gym
 
 import posttrain.advantages
-import posttrain.evaluation
+import posttrain.verify.math
+import posttrain.verify.vote
 import rewards.format
 import rewards.gcpo
 import rewards.length
@@ -34,7 +35,8 @@ from rewards.math import accuracy, answers_match, extract_answer, normalize_gsm8
         rewards.gcpo,
         rewards.ttrl,
         posttrain.advantages,
-        posttrain.evaluation,
+        posttrain.verify.math,
+        posttrain.verify.vote,
     ],
 )
 def test_docstring_examples(module):

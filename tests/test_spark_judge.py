@@ -35,7 +35,7 @@ from posttrain.spark.templates import (
     pointwise,
     reflection,
 )
-from rewards.spark import judge_verdict
+from posttrain.verify.verdict import judge_verdict
 
 
 @pytest.fixture(scope="module")
