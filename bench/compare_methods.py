@@ -21,7 +21,7 @@ settings and wall budget (``run.time_budget``); only ``method`` and ``rewards`` 
 
 SPARK (``--methods grpo spark``): ``method: spark`` (accuracy on solve prompts + ``spark_judge`` on
 the recycled judge/reflection tasks, KL 0.001, the recipe's other trainer settings). After training
-every arm is also measured as a judge (``posttrain.selfcheck.judge_eval``: pointwise and pairwise
+every arm is also measured as a judge (``posttrain.methods.spark.selfcheck.judge_eval``: pointwise and pairwise
 tasks from its own held-out samples) and with solve -> judge -> reflect (2 rounds, greedy). Writes
 ``bench/results/spark.json``; the last line is ``grpo_after=<x> spark_after=<x> grpo_judge=<x>
 spark_judge=<x> spark_reflect=<x>``.
@@ -110,10 +110,10 @@ def gcpo_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
 
 def spark_arm(base, setting: str) -> tuple[str, list[dict[str, Any]]]:
     """SPARK: the task's accuracy on solve prompts + spark_judge on the recycled judge/reflection tasks."""
-    from posttrain.config import METHOD_REWARDS
+    from posttrain.methods import get_method
 
     solve = [r for r in grpo_arm(base, setting)[1] if r["name"] != "accuracy"]  # e.g. format on GPU
-    rewards = copy.deepcopy(METHOD_REWARDS["spark"])
+    rewards = [copy.deepcopy(dict(r)) for r in get_method("spark").rewards]
     if setting == "cpu":  # every arm reads answers alike (SPARK's own reading is the first \boxed{})
         rewards[0]["kwargs"]["extract"] = _accuracy().get("kwargs", {}).get("extract", "lenient")
     return "spark", [*rewards, *solve]
@@ -214,8 +214,14 @@ def selfcheck(recipe, out: Path) -> dict[str, Any]:
     import torch
 
     from posttrain.data import load_datasets
+    from posttrain.methods.spark.selfcheck import (
+        hf_generator,
+        hf_sampler,
+        judge_eval,
+        reflect_metrics,
+        solve_judge_reflect,
+    )
     from posttrain.models import load_model
-    from posttrain.selfcheck import hf_generator, hf_sampler, judge_eval, reflect_metrics, solve_judge_reflect
 
     _, eval_ds = load_datasets(recipe.data)
     rows = [dict(r) for r in eval_ds]

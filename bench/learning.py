@@ -169,9 +169,9 @@ def warm_up(recipe, steps: int) -> None:
 
 def _evaluate(recipe, args, model, tokenizer, eval_ds, name: str) -> dict[str, Any]:
     """The same held-out evaluation ``posttrain.train.run`` uses, so both sides are scored alike."""
-    from posttrain.train import evaluate_held_out
+    from posttrain.evaluation import held_out
 
-    return evaluate_held_out(recipe, model, tokenizer, eval_ds, args, name)
+    return held_out(recipe, model, tokenizer, eval_ds, args, name)
 
 
 def run_trl(recipe) -> dict[str, Any]:

@@ -9,12 +9,12 @@
 SQuAD passages, ``pay_per_search`` with lam 0.5). SmolLM2-135M never writes ``<search>`` or
 ``<answer>`` on its own, so every reward would be 0; as MASH does (its RL starts from a warm-start
 SFT checkpoint), a warm start on template trajectories comes first (about 10 min on 2 CPU cores)
-(:mod:`posttrain.warmstart`: two thirds search once, one third answer directly, gold answers,
+(:mod:`posttrain.methods.mash.warmstart`: two thirds search once, one third answer directly, gold answers,
 documents masked; 360 examples at lr 1e-4: with 120 at 5e-5 the model learnt the format but not
 to copy the answer from the passage, and sampled rollouts were almost never right, docs/methods.md).
 "Before" is the warm-started model, "after" the same model after ``--budget`` of
 RL. Exact match and searches per question are measured with the tool on held-out questions
-(:mod:`posttrain.search_eval`, greedy); the raw model is measured too, for reference.
+(:mod:`posttrain.methods.mash.evaluate`, greedy); the raw model is measured too, for reference.
 
 **Throughput** of the BM25 retriever over the 2,067 passages, one query per call: in process (a
 loop), and through ``posttrain retriever serve`` on 127.0.0.1 with 1 and with 8 concurrent clients
@@ -129,10 +129,10 @@ def train_and_measure(args, runs: Path) -> dict:
 
     from posttrain.config import load_recipe
     from posttrain.data import load_datasets
+    from posttrain.methods.mash.evaluate import evaluate_search
+    from posttrain.methods.mash.warmstart import warm_start, warm_start_examples
     from posttrain.models import load_model
-    from posttrain.search_eval import evaluate_search
     from posttrain.train import run
-    from posttrain.warmstart import warm_start, warm_start_examples
 
     overrides = {
         "model.name_or_path": args.model,

@@ -7,7 +7,7 @@
 The task is reasoning-gym ``chain_sum`` with two one-digit terms ("Answer with just the number."),
 where SmolLM2-135M's majority vote over 16 samples beats its greedy answer (probe, n = 60, temperature
 0.7: greedy 0.50, maj@16 0.55, mean@16 0.27). The run is ``posttrain adapt`` itself
-(:func:`posttrain.testtime.adapt`): the questions' labels are never trained on; they give the
+(:func:`posttrain.methods.ttrl.adapt.adapt`): the questions' labels are never trained on; they give the
 accuracy before/after (greedy, maj@k, mean@k on the same questions) and TTRL's diagnostics
 (``ttrl/label_accuracy``: how often the majority pseudo-label is the true answer). A fixed number of
 steps, not a wall budget, so a busy machine changes the time and not the result.
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from posttrain.testtime import adapt, build_recipe
+    from posttrain.methods.ttrl.adapt import adapt, build_recipe
 
     runs = Path(args.runs_dir)
     if runs.exists():

@@ -15,9 +15,9 @@ vote on G samples, train on k (TTRL)         ``method.train_samples: k``        
 ===========================================  =========================================  =====================
 
 The three advantage scalings are computed by TRL's ``GRPOTrainer`` itself; :func:`group_advantages`
-states the same formula (a test checks it against TRL's output on a real step). Sample weights are
-an advantage transform (:class:`SampleWeights`), and the constant-normalised loss rescales TRL's
-``dr_grpo`` loss by :func:`constant_loss_scale` (:class:`posttrain.trainer.PosttrainTrainer`).
+states the same formula (a test checks it against TRL's output on a real step). The methods install
+the others as trainer hooks: GUI-G1's sample weights and constant (``posttrain/methods/gui_g1.py``),
+TTRL's vote/train split (``posttrain/methods/ttrl``).
 
 Sources: GRPO (DeepSeekMath, arXiv 2402.03300), Dr.GRPO (arXiv 2503.20783), GUI-G1 (arXiv
 2505.15810: advantages without std, ``L = mean_i w_i * sum_t l_it / 64``).
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -157,20 +156,3 @@ def check_weight(value: Any, row_id: Any, column: str) -> float:
             "numbers >= 0 (null means 1). Fix the data, or unset method.sample_weight."
         )
     return float(value)
-
-
-class SampleWeights:
-    """Advantage transform: multiply each sample's advantage by its row's ``column`` (see :func:`weight_samples`).
-
-    Rows without the column (e.g. prompts a hook queued) get weight 1.
-    """
-
-    def __init__(self, column: str):
-        self.column = column
-
-    def __call__(self, advantages: torch.Tensor, batch: Any) -> torch.Tensor:
-        ids: Sequence[Any] = batch.column("id")
-        weights = [
-            check_weight(v, i, self.column) for v, i in zip(batch.column(self.column), ids, strict=True)
-        ]
-        return weight_samples(advantages, torch.tensor(weights, device=advantages.device))

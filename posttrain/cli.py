@@ -11,7 +11,7 @@
                                                         answers (and self-reflections) to generations.jsonl
     posttrain adapt --model M --data questions.jsonl [--reward ttrl|ttrv] [--n_votes 16 --n_train 8]
                     [--steps N | --time_budget 10m] [--lora | --full] [--merge] --output_dir OUT
-                                                        test-time RL on unlabeled questions (posttrain.testtime)
+                                                        test-time RL on unlabeled questions (posttrain.methods.ttrl.adapt)
     posttrain retriever serve [--corpus C.jsonl] [--port 8001] [--host 127.0.0.1]
                                                         the BM25 search tool over HTTP (`search.retriever: URL`)
     posttrain vllm-serve --model M [--engine vllm|hf] [--port 8000] [--tensor_parallel_size N]
@@ -67,7 +67,9 @@ def _add_common_flags(parser: argparse.ArgumentParser, output_dir: str, what: st
     parser.add_argument("--output_dir", default=output_dir, help=f"where {what} go")
     parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out split if any")
     parser.add_argument(
-        "--reflect", action="store_true", help="SPARK's solve -> judge -> reflect loop (posttrain.selfcheck)"
+        "--reflect",
+        action="store_true",
+        help="SPARK's solve -> judge -> reflect loop (posttrain.methods.spark.selfcheck)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="judge/reflect rounds of --reflect (>= 1)")
 
@@ -135,7 +137,7 @@ def _eval_command(argv: list[str]) -> None:
         raise PosttrainError(f"--judge samples candidates: set --temperature > 0, got {args.temperature}.")
     dataset = _load_split(args, rest, "eval")
     if args.judge:
-        from posttrain.selfcheck import labelled
+        from posttrain.methods.spark.selfcheck import labelled
 
         if not all(labelled(row) for row in dataset):
             raise PosttrainError(
@@ -154,7 +156,7 @@ def _eval_command(argv: list[str]) -> None:
         args.seed,
     )
     if args.reflect or args.judge:
-        from posttrain import selfcheck
+        from posttrain.methods.spark import selfcheck
 
         rows = [dict(r) for r in dataset]
         generator = selfcheck.hf_generator(
@@ -186,9 +188,9 @@ def _eval_command(argv: list[str]) -> None:
 
 
 def _search_eval(args: argparse.Namespace, rest: list[str]) -> None:
+    from posttrain.methods.mash.config import SearchConfig
+    from posttrain.methods.mash.evaluate import evaluate_search
     from posttrain.models import ModelConfig, load_model
-    from posttrain.retrieval.config import SearchConfig
-    from posttrain.search_eval import evaluate_search
 
     if args.reflect or args.judge:
         raise PosttrainError("--search cannot be combined with --reflect or --judge; run them separately.")
@@ -217,7 +219,7 @@ def _search_eval(args: argparse.Namespace, rest: list[str]) -> None:
 def _generate_command(argv: list[str]) -> None:
     import json
 
-    from posttrain import selfcheck
+    from posttrain.methods.spark import selfcheck
     from posttrain.models import ModelConfig, load_model
 
     parser = argparse.ArgumentParser(
@@ -253,8 +255,8 @@ def _generate_command(argv: list[str]) -> None:
 
 
 def _adapt_command(argv: list[str]) -> None:
-    from posttrain import testtime
     from posttrain.config import parse_flags
+    from posttrain.methods.ttrl import adapt as testtime
 
     parser = argparse.ArgumentParser(
         prog="posttrain adapt",

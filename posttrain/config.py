@@ -31,84 +31,11 @@ import yaml
 from posttrain.data import DataConfig
 from posttrain.distributed import accelerate_precision, reconcile_precision
 from posttrain.errors import ConfigError
+from posttrain.methods import SECTIONS as METHOD_SECTIONS
+from posttrain.methods import get_method, method_names, section_class
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
-from posttrain.recycle import SparkConfig
-from posttrain.retrieval.config import SearchConfig
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
-
-# Every TRL setting a method's reference relies on, set explicitly (a preset only fills keys the recipe
-# leaves unset); docs/methods.md has the table with the source of each value. Common to all: PPO clip
-# 0.2 both sides, sampling temperature 1.0, and the plain k3 KL estimator without TRL 1.16's
-# importance-weighted "bias correction" (its default) wherever the reference has a KL term.
-_PLAIN = {"epsilon": 0.2, "temperature": 1.0, "top_p": 1.0, "use_bias_correction_kl": False}
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    # GRPO (DeepSeekMath, arXiv 2402.03300) as TRL defines it: sequence-mean loss, group mean/std, no KL.
-    "grpo": {**_PLAIN, "loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
-    # Dr.GRPO (arXiv 2503.20783): no length or std normalisation.
-    "dr_grpo": {**_PLAIN, "loss_type": "dr_grpo", "scale_rewards": "none", "beta": 0.0},
-    # DAPO (arXiv 2503.14476): token-level loss, clip-higher 0.28, overlong filtering, no KL.
-    "dapo": {
-        **_PLAIN,
-        "loss_type": "dapo",
-        "scale_rewards": "group",
-        "beta": 0.0,
-        "epsilon_high": 0.28,
-        "mask_truncated_completions": True,
-    },
-    # GCPO (GeometryZero, arXiv 2506.07160): OpenRLHF GRPO, token-level mean per micro-batch (bnpo), no KL
-    # (the authors' scripts: init_kl_coef 0).
-    "gcpo": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.0},
-    # SPARK (arXiv 2509.22624): OpenRLHF's token-level PolicyLoss (bnpo) plus a k3 KL loss of 0.001.
-    "spark": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
-    # TTRL (arXiv 2504.16084) and TTRV (arXiv 2510.06783): verl GRPO, token-mean loss (bnpo), KL loss 0.001
-    # (low_var_kl: k3); votes vs trained samples are method.train_samples.
-    "ttrl": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
-    "ttrv": {**_PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001},
-    # MASH (arXiv 2510.01152): verl GRPO with micro-batch 1 (a per-sequence token mean: grpo), no KL, an
-    # entropy bonus of 0.001.
-    "mash": {**_PLAIN, "loss_type": "grpo", "scale_rewards": "group", "beta": 0.0, "entropy_coef": 0.001},
-}
-
-# Rewards a method brings when the recipe lists none. GCPO (GeometryZero's development scripts,
-# ../shared/methods/spark-gcpo.md section 2.2): accuracy + 0.5 format + 0.5 x the group-contrastive
-# auxiliary reward + 0.5 x min(tokens, 900) / 900.
-METHOD_REWARDS: dict[str, list[dict[str, Any]]] = {
-    "gcpo": [
-        {"name": "accuracy", "weight": 1.0, "kwargs": {"extract": "tagged", "rel_tol": 0.02}},
-        {"name": "format", "weight": 0.5, "kwargs": {"style": "geometryzero"}},
-        {
-            "name": "gcpo_contrastive",
-            "weight": 0.5,
-            # The authors' detector (reward_utils.aux_line_reward_v2_func): any span, an empty one too.
-            "kwargs": {
-                "detector": "<auxiliary>.*?</auxiliary>",
-                "epsilon": 0.05,
-                "extract": "tagged",
-                "rel_tol": 0.02,
-            },
-        },
-        {"name": "length", "weight": 0.5, "kwargs": {"cap": 900}},
-    ],
-    # SPARK: the task's accuracy on the original prompts (its verifier reads the first box); judge verdicts
-    # and reflections on recycled ones.
-    "spark": [
-        {"name": "accuracy", "weight": 1.0, "tasks": ["solve"], "kwargs": {"extract": "first_boxed"}},
-        {"name": "spark_judge", "weight": 1.0},
-    ],
-    # Test-time RL: no labels; the group's agreement with itself. TTRV's entropy term in its per-sample
-    # form (rewards/ttrl.py): the paper's group form is a constant per group that GRPO removes.
-    "ttrl": [{"name": "ttrl_majority", "weight": 1.0, "kwargs": {"extract": "boxed"}}],
-    "ttrv": [
-        {
-            "name": "ttrv_frequency",
-            "weight": 1.0,
-            "kwargs": {"entropy_weight": 0.75, "entropy": "sample", "extract": "qwen_math"},
-        }
-    ],
-    # MASH: exact match x lam^(searches - fewest searches of a correct answer); lam 0.5 (single-hop).
-    "mash": [{"name": "pay_per_search", "weight": 1.0, "kwargs": {"lam": 0.5, "penalty": "exp"}}],
-}
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
 # on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely, and
@@ -134,7 +61,7 @@ class MethodConfig:
     name: str = "grpo"
     """``grpo``, ``dr_grpo``, ``dapo``, ``gcpo``, ``spark``, ``ttrl``, ``ttrv`` or ``mash``: fills TRL loss
     settings the trainer section leaves unset; all but the first three also fill the reward list when the
-    recipe gives none (``METHOD_REWARDS``); ``spark`` recycles rollouts into judge/reflection tasks
+    recipe gives none; ``spark`` recycles rollouts into judge/reflection tasks
     (section ``spark``); ``mash`` needs the search tool loop (section ``search``)."""
     sample_weight: str | None = None
     """A data column whose value multiplies each sample's policy loss (GUI-G1's per-question
@@ -147,8 +74,8 @@ class MethodConfig:
     see the whole group). TTRL: 64 generations, 32 trained. Must divide num_generations."""
 
     def __post_init__(self) -> None:
-        if self.name not in METHOD_PRESETS:
-            raise ConfigError(_unknown("method.name", self.name, list(METHOD_PRESETS)))
+        if self.name not in method_names():
+            raise ConfigError(_unknown("method.name", self.name, method_names()))
         if self.sample_weight is not None and (
             not isinstance(self.sample_weight, str) or not self.sample_weight
         ):
@@ -228,8 +155,8 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "method": MethodConfig,
     "rollout": RolloutConfig,
-    "spark": SparkConfig,
-    "search": SearchConfig,
+    # The sections a method brings (posttrain/methods: SPARK's `spark`, pay-per-search's `search`).
+    **{name: section_class(name) for name in METHOD_SECTIONS},
     "eval": EvalConfig,
     "run": RunConfig,
 }
@@ -245,8 +172,8 @@ class Recipe:
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="accuracy")])
     method: MethodConfig = field(default_factory=MethodConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    spark: SparkConfig = field(default_factory=SparkConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    spark: Any = field(default_factory=lambda: SECTIONS["spark"]())
+    search: Any = field(default_factory=lambda: SECTIONS["search"]())
     trainer: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -287,7 +214,8 @@ class Recipe:
         """The TRL ``GRPOConfig``: method preset < hardware precision < recipe ``trainer`` section."""
         from trl import GRPOConfig
 
-        kwargs = {**METHOD_PRESETS[self.method.name], **detect_precision(), **self.trainer}
+        method = get_method(self.method.name)
+        kwargs = {**method.preset, **detect_precision(), **self.trainer}
         if self.method.loss_constant is not None:
             if self.trainer.get("loss_type", "dr_grpo") != "dr_grpo":
                 raise ConfigError(
@@ -295,13 +223,6 @@ class Recipe:
                     f"is {self.trainer['loss_type']!r}. Remove trainer.loss_type, or unset method.loss_constant."
                 )
             kwargs["loss_type"] = "dr_grpo"
-        contrastive = self.method.name == "gcpo" or any(r.name == "gcpo_contrastive" for r in self.rewards)
-        if contrastive and kwargs.get("multi_objective_aggregation") == "normalize_then_sum":
-            raise ConfigError(
-                "GCPO's group-contrastive reward needs trainer.multi_objective_aggregation: sum_then_normalize "
-                "(the default): normalize_then_sum would normalise the masked auxiliary reward on its own and undo "
-                "its sign. Remove trainer.multi_objective_aggregation."
-            )
         explicit = {k: v for k, v in self.trainer.items() if k in ("bf16", "fp16")}
         kwargs = reconcile_precision(kwargs, explicit, accelerate_precision())  # launched: the YAML decides
         defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
@@ -318,6 +239,9 @@ class Recipe:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"The trainer settings are invalid: {exc}") from exc
         self._check_length_cap(args)
+        from posttrain.methods.gcpo import no_separate_normalisation
+
+        no_separate_normalisation(self, args)  # any method given the contrastive reward
         return args
 
     def _check_length_cap(self, args) -> None:
@@ -450,20 +374,19 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
             )
         kwargs["rewards"] = [RewardSpec.from_dict(r) for r in rewards]
     method = kwargs.get("method", MethodConfig())
-    if "rewards" not in sections and method.name in METHOD_REWARDS:
-        kwargs["rewards"] = [RewardSpec.from_dict(copy.deepcopy(r)) for r in METHOD_REWARDS[method.name]]
-    if method.name == "mash" and not kwargs.get("search", SearchConfig()).enabled:
-        raise ConfigError(
-            f"method mash (pay-per-search) in {where} trains with the search tool: add `search: {{enabled: true}}` "
-            "(see recipes/mash_search.yaml)."
-        )
-    if kwargs.get("search", SearchConfig()).enabled:  # how to search and answer, around each question
-        kwargs["data"] = SearchConfig.with_prompt(kwargs["data"])
+    home = get_method(method.name)
+    if "rewards" not in sections and home.rewards:
+        kwargs["rewards"] = [RewardSpec.from_dict(copy.deepcopy(dict(r))) for r in home.rewards]
+    search = kwargs.get("search") or SECTIONS["search"]()
+    if search.enabled:  # how to search and answer, around each question
+        kwargs["data"] = search.with_prompt(kwargs["data"])
     column = method.sample_weight
     if column is not None and column not in kwargs["data"].keep_columns:
         data = kwargs["data"]  # carry the column from the source (replace() re-runs the checks)
         kwargs["data"] = dataclasses.replace(data, keep_columns=[*data.keep_columns, column])
-    return Recipe(**kwargs)
+    recipe = Recipe(**kwargs)
+    home.check(recipe)
+    return recipe
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -158,3 +158,21 @@ def evaluate(
         metrics[f"maj@{num_samples}"] = maj_k / n
         metrics["temperature"] = temperature
     return EvalResult(metrics=metrics, predictions=preds)
+
+
+def held_out(recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
+    """Held-out accuracy with the recipe's ``eval`` settings; saves ``eval_<name>.json`` + predictions."""
+    result = evaluate(
+        model,
+        tokenizer,
+        eval_ds,
+        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
+        num_samples=recipe.eval.num_samples,
+        temperature=recipe.eval.temperature,
+        batch_size=recipe.eval.batch_size,
+        seed=args.seed,
+        desc=f"eval {name}",
+    )
+    result.save(recipe.output_dir, f"eval_{name}")
+    logger.info("Held-out %s: %s", name, result.metrics)
+    return result.metrics

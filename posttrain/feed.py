@@ -30,7 +30,26 @@ from typing import Any
 
 import torch
 
+from posttrain.errors import ConfigError
 from posttrain.queue import GroupQueue
+
+
+def check_feed(args, dataset) -> None:
+    """A feed needs ``max_steps`` (recycled batches are steps an epoch count cannot foresee) and a map-style
+    data set (its passes are permutations of the rows)."""
+    if args.max_steps <= 0:
+        raise ConfigError(
+            "A prompt queue (SPARK's recycled tasks) adds optimizer steps that an epoch count cannot foresee: "
+            "set trainer.max_steps (every optimizer step counts, recycled or not); run.time_budget can stop "
+            "the run earlier."
+        )
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        raise ConfigError(
+            "A prompt queue (SPARK's recycled tasks) needs a map-style training data set (one with a length), "
+            "got an iterable one; load the data without streaming."
+        )
 
 
 class PromptFeed:
@@ -82,6 +101,18 @@ class PromptFeed:
         self.batches += 1
         self.recycled_steps += steps_per_batch * k / n_groups
         return rows, k
+
+    def local_batch(self, trainer) -> list[dict[str, Any]]:
+        """The trainer's process's slice of the next global generation batch; logs the recycled share."""
+        args = trainer.args
+        n_groups = args.generation_batch_size // trainer.num_generations
+        steps = args.steps_per_generation * trainer.num_iterations / args.gradient_accumulation_steps
+        rows, recycled = self.next_batch(n_groups, steps)
+        trainer.log_metric("feed/recycled_share", recycled / n_groups)
+        trainer.log_metric("feed/recycled_steps", self.recycled_steps)
+        trainer.log_metric("feed/data_passes", self.pass_index + self.position / len(self.dataset))
+        n_local = len(rows) // trainer.accelerator.num_processes
+        return rows[trainer.accelerator.process_index * n_local :][:n_local]
 
     def state_dict(self) -> dict[str, Any]:
         return {

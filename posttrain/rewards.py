@@ -84,6 +84,17 @@ def group_reward(fn):
     return fn
 
 
+def group_placeholder(name: str) -> Callable[..., list[float]]:
+    """Stands in for a group-level plugin in TRL's per-process reward loop; the trainer fills its column
+    from the gathered batch afterwards."""
+
+    def placeholder(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    placeholder.__name__ = name
+    return placeholder
+
+
 def is_group_reward(obj: Any) -> bool:
     """True if ``obj`` (a function, class, instance or bound partial) was marked with ``@group_reward``."""
     return getattr(obj, "__posttrain_group__", False) is True

@@ -71,45 +71,6 @@ def _prepare_output_dir(recipe: Recipe) -> None:
     recipe.save(out / "recipe.yaml")
 
 
-def evaluate_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
-    """Held-out accuracy with the recipe's eval settings; saves ``eval_<name>.json`` + predictions."""
-    from posttrain.evaluation import evaluate
-
-    result = evaluate(
-        model,
-        tokenizer,
-        eval_ds,
-        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
-        num_samples=recipe.eval.num_samples,
-        temperature=recipe.eval.temperature,
-        batch_size=recipe.eval.batch_size,
-        seed=args.seed,
-        desc=f"eval {name}",
-    )
-    result.save(recipe.output_dir, f"eval_{name}")
-    logger.info("Held-out %s: %s", name, result.metrics)
-    return result.metrics
-
-
-def evaluate_search_held_out(recipe: Recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
-    """Held-out evaluation of a search-tool run (:mod:`posttrain.search_eval`); saves ``eval_<name>.json``."""
-    from posttrain.search_eval import evaluate_search
-
-    result = evaluate_search(
-        model,
-        tokenizer,
-        list(eval_ds),
-        recipe.search,
-        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
-        batch_size=recipe.eval.batch_size,
-        known_samples=0,  # the abstention read-off without "known": `posttrain eval --search` adds it
-        seed=args.seed,
-    )
-    result.save(recipe.output_dir, f"eval_{name}")
-    logger.info("Held-out %s: %s", name, result.metrics)
-    return result.metrics
-
-
 def _check_zero3_eval(recipe: Recipe) -> None:
     """Held-out evaluation runs on the main process alone, which cannot use ZeRO-3's sharded weights."""
     import os
@@ -122,27 +83,6 @@ def _check_zero3_eval(recipe: Recipe) -> None:
             "evaluate the saved model afterwards: `posttrain eval --model <output_dir> --data ...`, or "
             "train with accelerate_configs/zero2.yaml."
         )
-
-
-def _search_rollout(recipe: Recipe, args):
-    """The multi-turn search tool loop as TRL's ``rollout_func`` when ``search.enabled`` (else None)."""
-    if not recipe.search.enabled:
-        return None
-    from posttrain.rollout.tools import make_rollout_func
-
-    tool = recipe.search.make_tool()
-    if hasattr(tool, "wait_until_ready"):  # a retrieval server: fail at start, not at the first search
-        tool.wait_until_ready(60)
-    config = recipe.search.tool_config(args.max_completion_length)
-    return make_rollout_func(tool, config, format_documents=recipe.search.formatter())
-
-
-def _queue(recipe: Recipe):
-    """The trainer's prompt queue; SPARK's schedule, ratio and cap decide how it feeds batches."""
-    from posttrain.queue import GroupQueue
-
-    spark = recipe.spark
-    return GroupQueue(max_fraction=spark.ratio, schedule=spark.schedule, capacity=spark.queue_cap)
 
 
 def run(
@@ -163,6 +103,7 @@ def run(
 
     from posttrain.callbacks import MetricsJsonl, TimeBudget
     from posttrain.data import load_datasets
+    from posttrain.methods import get_method
     from posttrain.models import describe_hardware, load_model, resolve_model_path
     from posttrain.plotting import plot_curves
     from posttrain.rewards import build_reward_plugins
@@ -182,6 +123,7 @@ def run(
     logger.info("Hardware: %s", describe_hardware())
 
     args = recipe.grpo_config()
+    method = get_method(recipe.method.name)
     plugins = build_reward_plugins(recipe.rewards)
     if train_dataset is not None:
         train_ds, eval_ds = train_dataset, None
@@ -193,11 +135,7 @@ def run(
                 "The recipe asks for held-out evaluation (eval.before/after) but the data has no held-out "
                 "split. Set data.eval_size (e.g. 200) or data.eval_path."
             )
-
-        def evaluate(model, tokenizer, name):
-            if recipe.search.enabled:  # exact match with the search tool, searches, abstention
-                return evaluate_search_held_out(recipe, model, tokenizer, eval_ds, args, name)
-            return evaluate_held_out(recipe, model, tokenizer, eval_ds, args, name)
+        evaluate = method.evaluator(recipe, eval_ds, args)
 
     with state.main_process_first():  # the first process converts a GGUF; the others reuse the folder
         resolve_model_path(recipe.model.name_or_path, recipe.model.gguf_file, revision=recipe.model.revision)
@@ -213,17 +151,6 @@ def run(
     callbacks = [MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])]
     if recipe.run.time_budget is not None:
         callbacks.append(TimeBudget(parse_duration(recipe.run.time_budget)))
-    transforms = []
-    if recipe.method.sample_weight is not None:
-        from posttrain.advantages import SampleWeights
-
-        transforms.append(SampleWeights(recipe.method.sample_weight))
-        if args.beta:
-            logger.warning(
-                "method.sample_weight weights each sample's policy loss; the KL penalty (beta=%s) stays "
-                "unweighted.",
-                args.beta,
-            )
     trainer = PosttrainTrainer(
         model=model,
         reward_plugins=plugins,
@@ -232,22 +159,9 @@ def run(
         processing_class=tokenizer,
         peft_config=recipe.peft.to_lora_config(),
         callbacks=callbacks,
-        advantage_transforms=transforms,
-        loss_constant=recipe.method.loss_constant,
-        train_samples=recipe.method.train_samples,
-        queue=_queue(recipe) if recipe.method.name == "spark" else None,
-        rollout_func=_search_rollout(recipe, args),
+        **method.constructor_kwargs(recipe),
     )
-    if recipe.method.name == "spark":
-        from posttrain.recycle import Recycler
-
-        extract = next(
-            (r.kwargs.get("extract", "lenient") for r in recipe.rewards if r.name == "accuracy"),
-            "first_boxed",
-        )  # judge labels are the rollouts' own accuracy rewards
-        trainer.add_scored_hook(
-            Recycler(recipe.spark, trainer.queue, log=trainer.log_metric, extract=extract)
-        )
+    method.install(trainer, recipe)
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 

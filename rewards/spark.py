@@ -1,7 +1,7 @@
 r"""SPARK's judge reward: score the recycled judge and reflection prompts by their verifiable labels.
 
 SPARK (Liu et al., arXiv 2509.22624) turns each step's rollouts into new prompts for the same model
-(``posttrain.spark.templates``): pointwise judges ("is this answer correct?"), pairwise judges
+(``posttrain.methods.spark.templates``): pointwise judges ("is this answer correct?"), pairwise judges
 ("which of (A)/(B) is correct?") and reflections (re-solve after a wrong attempt). Their labels
 follow from the verifier, so they are trained with the same GRPO objective. This reward routes on
 the row's ``task`` column (``../shared/methods/spark-gcpo.md`` sections 1.4-1.6 and 3.3c):
@@ -80,7 +80,7 @@ def spark_judge(
                 raise RewardError(
                     f"spark_judge: row {i} has task {row_task!r} but its `judge_label` is {label!r}; a judge "
                     "row needs one of 'Yes', 'No', 'A', 'B'. Fix the code that builds the SPARK rows "
-                    "(posttrain.spark.templates.pointwise / pairwise return the label)."
+                    "(posttrain.methods.spark.templates.pointwise / pairwise return the label)."
                 )
             scores.append(1.0 if judge_verdict(completion_text(completion), extract) == expected else 0.0)
         elif row_task == REFLECT_TASK:

@@ -15,7 +15,6 @@ from helpers_plugins import SeededRandom
 from test_trainer import G, make_trainer
 
 from posttrain.advantages import (
-    SampleWeights,
     check_weight,
     constant_loss_scale,
     group_advantages,
@@ -23,6 +22,7 @@ from posttrain.advantages import (
     weight_samples,
 )
 from posttrain.errors import DataError
+from posttrain.methods.gui_g1 import SampleWeights
 from posttrain.rewards import RewardPlugin
 from posttrain.trainer import PosttrainTrainer, ScoredBatch
 

@@ -387,7 +387,7 @@ def test_deepspeed_zero2_on_one_gpu(gpu_model, tmp_path):
 
 
 def test_group_reward_and_spark_recycler_in_a_cuda_step(gpu_model, math_jsonl, tmp_path):
-    from posttrain.recycle import Recycler, SparkConfig
+    from posttrain.methods.spark.recycle import Recycler, SparkConfig
 
     group = GroupRecorder()
     plugins = build_reward_plugins(
@@ -407,7 +407,7 @@ def test_group_reward_and_spark_recycler_in_a_cuda_step(gpu_model, math_jsonl, t
         hooks={"queue": GroupQueue(max_fraction=0.5, schedule="interleave"), "scored_hooks": [scored.append]},
         max_steps=2,  # a queue adds steps an epoch count cannot foresee: the run is bounded by max_steps
     )
-    trainer.add_scored_hook(
+    trainer.scored_hooks.append(
         Recycler(SparkConfig(), trainer.queue, log=trainer.log_metric, extract="first_boxed")
     )
     before = trainable(trainer.model)

@@ -1,4 +1,4 @@
-"""Tests for SPARK's recycler (posttrain/recycle.py), the queue schedules and per-task reward routing.
+"""Tests for SPARK's recycler (posttrain/methods/spark/recycle.py), the queue schedules and per-task reward routing.
 
     pytest tests/test_recycle.py -q
 
@@ -16,8 +16,8 @@ import torch
 
 from posttrain.config import load_recipe
 from posttrain.errors import ConfigError
+from posttrain.methods.spark.recycle import Recycler, Rollout, SparkConfig, build_tasks, judge_task
 from posttrain.queue import GroupQueue
-from posttrain.recycle import Recycler, Rollout, SparkConfig, build_tasks, judge_task
 from posttrain.rewards import RewardPlugin, RewardSpec, load_reward
 from posttrain.trainer import ScoredBatch
 
@@ -148,7 +148,7 @@ def test_a_rollout_without_a_box_is_never_shown_to_a_judge():
 
 def test_recycled_prompts_keep_the_system_message_as_at_inference():
     """Defect (issue 13): recycled prompts dropped the row's system message that `generate --reflect` adds."""
-    from posttrain.spark.templates import chat
+    from posttrain.methods.spark.templates import chat
 
     system = {"role": "system", "content": "You are a careful tutor."}
     row = {**source(0), "prompt": [system, {"role": "user", "content": "What is 0 + 4 - 0?"}]}

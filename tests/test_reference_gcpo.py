@@ -29,11 +29,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posttrain.config import METHOD_REWARDS
+from posttrain.methods import get_method
 from posttrain.rewards import load_reward
 from rewards.length import length
 
-GCPO = {spec["name"]: spec for spec in METHOD_REWARDS["gcpo"]}
+GCPO = {spec["name"]: spec for spec in get_method("gcpo").rewards}
 READING = {"extract": "tagged", "rel_tol": 0.02}  # GeometryZero's answer reading, as method: gcpo sets it
 REFERENCE_DETECTOR = "<auxiliary>.*?</auxiliary>"  # aux_line_reward_v2_func's pattern, searched anywhere
 

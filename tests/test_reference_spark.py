@@ -1,4 +1,4 @@
-"""Reference equivalence: SPARK's task construction and verdict scoring (posttrain/recycle.py, rewards/spark.py).
+"""Reference equivalence: SPARK's task construction and verdict scoring (posttrain/methods/spark/recycle.py, rewards/spark.py).
 
 pytest tests/test_reference_spark.py -q
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posttrain.methods.spark.recycle import Recycler, SparkConfig
 from posttrain.queue import GroupQueue
-from posttrain.recycle import Recycler, SparkConfig
 from posttrain.rewards import load_reward
 from posttrain.trainer import ScoredBatch
 

@@ -1,4 +1,4 @@
-"""The recipe's `search:` section and `method: mash` (posttrain/retrieval/config.py, posttrain/config.py).
+"""The recipe's `search:` section and `method: mash` (posttrain/methods/mash/config.py, posttrain/config.py).
 
 pytest tests/test_search_config.py -q
 """
@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.config import load_recipe
 from posttrain.errors import ConfigError
-from posttrain.retrieval.config import SearchConfig
+from posttrain.methods.mash.config import SearchConfig
 from posttrain.rollout.tools import SEARCH_PROMPT
 
 DATA = {"data.path": "data/squad/questions.jsonl", "data.answer_field": "answers"}

@@ -1,4 +1,4 @@
-"""`posttrain eval --search` (posttrain/search_eval.py): the three passes on the tiny model, a fake tool.
+"""`posttrain eval --search` (posttrain/methods/mash/evaluate.py): the three passes on the tiny model, a fake tool.
 
 pytest tests/test_search_eval.py -q
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from helpers_search import FakeTool
 
+from posttrain.methods.mash.config import SearchConfig
+from posttrain.methods.mash.evaluate import asked_to_search, evaluate_search
 from posttrain.models import ModelConfig, load_model
-from posttrain.retrieval.config import SearchConfig
-from posttrain.search_eval import asked_to_search, evaluate_search
 
 
 @pytest.mark.parametrize(

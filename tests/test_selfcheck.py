@@ -1,4 +1,4 @@
-"""Tests of SPARK inference (posttrain/selfcheck.py) and the ``generate`` / ``eval --reflect --judge`` CLI.
+"""Tests of SPARK inference (posttrain/methods/spark/selfcheck.py) and the ``generate`` / ``eval --reflect --judge`` CLI.
 
 pytest tests/test_selfcheck.py -q
 
@@ -20,8 +20,14 @@ import pytest
 
 from posttrain import cli
 from posttrain.errors import ConfigError, DataError
-from posttrain.selfcheck import NO_ANSWER, judge_eval, reflect_metrics, solve, solve_judge_reflect
-from posttrain.spark.templates import JUDGE_TEMPLATE, REFLECT_TEMPLATE
+from posttrain.methods.spark.selfcheck import (
+    NO_ANSWER,
+    judge_eval,
+    reflect_metrics,
+    solve,
+    solve_judge_reflect,
+)
+from posttrain.methods.spark.templates import JUDGE_TEMPLATE, REFLECT_TEMPLATE
 
 BIN = Path(sys.executable).parent
 JUDGE_HEAD = JUDGE_TEMPLATE.format(question="", answer="").split("\n\n")[0]

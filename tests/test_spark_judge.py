@@ -1,4 +1,4 @@
-"""Tests for SPARK's prompt bank (posttrain/spark/templates.py) and its reward (rewards/spark.py).
+"""Tests for SPARK's prompt bank (posttrain/methods/spark/templates.py) and its reward (rewards/spark.py).
 
     pytest tests/test_spark_judge.py -q
 
@@ -15,12 +15,11 @@ import string
 
 import pytest
 
-import posttrain.spark.templates
+import posttrain.methods.spark.templates
 import rewards.spark
 from posttrain.errors import RewardError
-from posttrain.rewards import RewardPlugin, load_reward
-from posttrain.spark import templates
-from posttrain.spark.templates import (
+from posttrain.methods.spark import templates
+from posttrain.methods.spark.templates import (
     JUDGE_TEMPLATE,
     PAIRWISE,
     POINTWISE_AB,
@@ -35,6 +34,7 @@ from posttrain.spark.templates import (
     pointwise,
     reflection,
 )
+from posttrain.rewards import RewardPlugin, load_reward
 from posttrain.verify.verdict import judge_verdict
 
 
@@ -43,7 +43,7 @@ def spark_judge():
     return load_reward("spark_judge")
 
 
-@pytest.mark.parametrize("module", [rewards.spark, posttrain.spark.templates])
+@pytest.mark.parametrize("module", [rewards.spark, posttrain.methods.spark.templates])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0

@@ -1,4 +1,4 @@
-"""`posttrain adapt` (posttrain/testtime.py) on the tiny model: outputs, flags, bad input, resume.
+"""`posttrain adapt` (posttrain/methods/ttrl/adapt.py) on the tiny model: outputs, flags, bad input, resume.
 
 pytest tests/test_testtime.py -q
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain import testtime
 from posttrain.cli import main
 from posttrain.errors import ConfigError
+from posttrain.methods.ttrl import adapt as testtime
 
 # The tiny random model never writes a \boxed{} answer: `lenient` lets the digits it writes vote.
 TINY = [
@@ -71,7 +71,7 @@ def test_adapt_writes_adapter_predictions_metrics_and_plot(tiny_model, questions
 def test_the_votes_and_the_evaluation_read_answers_as_the_reward(tiny_model, questions, tmp_path, capsys):
     """TTRL reads the last box only: a model that writes none has no vote, and the check before training says
     so (it reads the votes as the reward will, not more leniently); `--extract` changes both at once."""
-    from posttrain.testtime import answer_policy, build_recipe
+    from posttrain.methods.ttrl.adapt import answer_policy, build_recipe
 
     out = tmp_path / "run"
     flags = ["adapt", "--model", tiny_model, "--data", questions, "--output_dir", str(out), *TINY[:-2]]

@@ -20,6 +20,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 import posttrain.rollout.tools as tools
 from posttrain.data import DataConfig, load_datasets
+from posttrain.methods.mash.rollout import make_rollout_func
 from posttrain.models import ModelConfig, load_model
 from posttrain.rollout import Rollouts, SamplingSettings
 from posttrain.rollout.hf import HFEngine, stop_end
@@ -28,7 +29,6 @@ from posttrain.rollout.tools import (
     NO_RESULTS,
     SEARCH_PROMPT,
     ToolConfig,
-    make_rollout_func,
     run_search_loop,
 )
 from posttrain.testing import make_tiny_tokenizer

@@ -45,15 +45,10 @@ def make_trainer(
     tiny_model, data_path, plugins, out: Path, cls: type = PosttrainTrainer, data_kwargs=None, **kwargs
 ) -> PosttrainTrainer:
     """A trainer with tiny settings; ``kwargs`` go to the trainer (hooks, queue) or to GRPOConfig."""
-    hook_names = (
-        "advantage_transforms",
-        "loss_mask_hooks",
-        "scored_hooks",
-        "queue",
-        "loss_constant",
-        "train_samples",
-    )
+    hook_names = ("advantage_transforms", "loss_mask_hooks", "scored_hooks", "queue", "selections")
     hooks = {k: kwargs.pop(k) for k in hook_names if k in kwargs}
+    # The `method` section's options, installed as a recipe would install them (posttrain/methods/base.py).
+    options = {k: kwargs.pop(k, None) for k in ("sample_weight", "loss_constant", "train_samples")}
     settings = {
         "output_dir": str(out),
         "use_cpu": True,
@@ -72,7 +67,7 @@ def make_trainer(
     }
     model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
     train_ds, _ = load_datasets(DataConfig(path=data_path, **(data_kwargs or {})))
-    return cls(
+    trainer = cls(
         model=model,
         reward_plugins=plugins,
         args=GRPOConfig(**settings),
@@ -80,6 +75,14 @@ def make_trainer(
         processing_class=tokenizer,
         **hooks,
     )
+    if any(v is not None for v in options.values()):
+        from types import SimpleNamespace
+
+        from posttrain.methods.base import install_options
+
+        recipe = SimpleNamespace(method=SimpleNamespace(**options), search=SimpleNamespace(enabled=False))
+        install_options(trainer, recipe)
+    return trainer
 
 
 def train_logs(trainer: PosttrainTrainer) -> list[dict]:
@@ -191,7 +194,7 @@ def test_partial_loss_mask_recounts_trained_tokens(tiny_model, math_jsonl, tmp_p
 
     plugins = [RewardPlugin(SeededRandom(), "random")]
     trainer = make_trainer(tiny_model, math_jsonl, plugins, tmp_path, cls=_CaptureOutput, max_steps=1)
-    trainer.add_loss_mask_hook(first_token_only)
+    trainer.loss_mask_hooks.append(first_token_only)
     trainer.train()
     (output,) = trainer.outputs
     assert output["tool_mask"].shape == output["completion_mask"].shape
@@ -432,7 +435,7 @@ def test_steps_without_signal_leave_the_weights_alone(tiny_model, math_jsonl, tm
     )
     trainer.add_callback(Snapshot())
     trainer.train()
-    assert len(snapshots) == 3 and trainer.skipped_steps == 2
+    assert len(snapshots) == 3 and trainer.gate.skipped_steps == 2
     assert all(torch.equal(snapshots[1][n], snapshots[2][n]) for n in snapshots[1])  # AdamW did not coast
     logged = [e.get("train/skipped_steps") for e in train_logs(trainer)]
     assert logged[-1] == 2.0

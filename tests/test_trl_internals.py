@@ -126,7 +126,7 @@ def test_grpo_config_fields():
         "mask_truncated_completions",
         "steps_per_generation",
         "gradient_checkpointing",
-        # set by every method preset (posttrain/config.py METHOD_PRESETS)
+        # set by every method preset (posttrain/methods/: Method.preset)
         "use_bias_correction_kl",
         "entropy_coef",
         "epsilon",

@@ -1,4 +1,4 @@
-"""The search warm start (posttrain/warmstart.py): trajectories, masks, and a short SFT on the tiny model.
+"""The search warm start (posttrain/methods/mash/warmstart.py): trajectories, masks, and a short SFT on the tiny model.
 
 pytest tests/test_warmstart.py -q
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from helpers_search import FakeTool
 
+from posttrain.methods.mash.warmstart import IGNORE, Segment, encode, warm_start, warm_start_examples
 from posttrain.models import ModelConfig, load_model
-from posttrain.warmstart import IGNORE, Segment, encode, warm_start, warm_start_examples
 
 
 def rows(n):

@@ -77,3 +77,54 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     if values.size(-1) == 1 and mask.size(-1) != 1:
         mask = (mask.sum(dim=-1, keepdim=True) > 0).to(values.dtype)
     return (values * mask).sum(), mask.sum()
+
+
+class ImportanceCorrection:
+    """The correction as the trainer applies it: advantages -> per-token ``A * w`` on an engine's samples.
+
+    TRL computes ``pi_train`` with an extra forward pass before the update; when each generation batch
+    feeds one optimizer step, the update's own first forward pass gives the same log-probs, so they are
+    taken from there: :meth:`expect` marks the batch, :meth:`observe` receives the log-probs of that
+    pass (TRL's loss reads the advantages after it, pinned by tests/test_trl_internals.py). When the
+    batch is reused (TRL computed ``old_per_token_logps``), :meth:`apply` weights it right away.
+    ``log(name, value)`` records ``rollout/logp_gap`` and ``rollout/is_weight_mean``, means over the
+    tokens that enter the loss of every process (``gather`` sums across processes).
+    """
+
+    def __init__(self, mode: str, clip_min: float | None, clip_max: float | None, log, gather):
+        if mode not in MODES:
+            raise ValueError(f"Unknown importance-sampling mode {mode!r}; choose one of {', '.join(MODES)}.")
+        self.mode, self.clip_min, self.clip_max = mode, clip_min, clip_max
+        self.log, self.gather = log, gather
+        self._pending: dict | None = None
+
+    def applies(self, inputs: dict) -> bool:
+        return "sampling_per_token_logps" in inputs
+
+    def apply(self, inputs: dict, trainer_logps: torch.Tensor) -> None:
+        """Weight ``inputs["advantages"]`` in place from ``trainer_logps`` (B, T)."""
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        sampler = inputs["sampling_per_token_logps"]
+        weights = importance_weights(trainer_logps, sampler, mask, self.mode, self.clip_min, self.clip_max)
+        inputs["advantages"] = token_advantages(inputs["advantages"], weights)
+        gap = (trainer_logps - sampler).abs()
+        scored = mask * ~torch.isnan(gap)  # tokens the sampler could not score take no part, as in TRL
+        totals = torch.stack([*masked_sum(torch.nan_to_num(gap), scored), *masked_sum(weights.float(), mask)])
+        gap_sum, tokens, weight_sum, counted = self.gather(totals).view(-1, 4).sum(0).tolist()
+        self.log("rollout/logp_gap", gap_sum / max(tokens, 1.0))
+        self.log("rollout/is_weight_mean", weight_sum / max(counted, 1.0))
+
+    def expect(self, inputs: dict) -> dict:
+        """A copy of ``inputs`` (the buffered batch stays as generated) to weight at the next :meth:`observe`."""
+        self._pending = dict(inputs)
+        return self._pending
+
+    def observe(self, trainer_logps: torch.Tensor) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.apply(pending, trainer_logps.detach())
+
+    def done(self) -> None:
+        self._pending = None

@@ -1,11 +1,12 @@
 """Multi-turn search-tool rollouts (MASH / Search-R1 style): the model writes ``<search> q </search>``,
 the environment answers with documents, the model goes on, until ``</answer>``, end-of-sequence or a limit.
 
-    from posttrain.rollout.tools import SEARCH_PROMPT, ToolConfig, make_rollout_func
-    trainer = PosttrainTrainer(..., rollout_func=make_rollout_func(tool, ToolConfig(max_searches=5)))
+    from posttrain.rollout.tools import ToolConfig, run_search_loop
+    trajectories = run_search_loop(engine, prompt_ids, tokenizer, tool, ToolConfig(max_searches=5), sampling)
 
 ``run_search_loop`` is the loop itself, for any engine with our ``generate`` (``rollout/base.py``);
-``make_rollout_func`` wraps it as TRL's ``GRPOTrainer(rollout_func=...)``. Tests: tests/test_tools.py.
+``posttrain.methods.mash.rollout.make_rollout_func`` wraps it as TRL's ``rollout_func``.
+Tests: tests/test_tools.py.
 
 One trajectory, as token ids after the prompt (``env_mask`` under it: 1 = model token, trained;
 0 = inserted by the environment, excluded from the loss)::
@@ -22,9 +23,8 @@ Models are Abstention Models", arXiv 2510.01152 (their ``agentic_loop``); facts 
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -278,146 +278,3 @@ def _eos_ids(engine, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-# ------------------------------------------------------------------------------------------------ TRL glue
-def make_rollout_func(
-    tool: SearchTool,
-    config: ToolConfig | None = None,
-    engine_factory: Callable[[Any], Any] | None = None,
-    format_documents: Callable[[Sequence[Any]], str] = format_documents,
-) -> Callable[[list, Any], dict[str, list]]:
-    """``rollout_func(prompts, trainer) -> dict`` for ``GRPOTrainer(rollout_func=...)``.
-
-    ``prompts`` are the raw prompts, already repeated once per generation (TRL does that), conversations
-    or strings. The engine: ``engine_factory(trainer)`` if given; else ``trainer.rollout_engine`` if set
-    (posttrain's vLLM colocate/server engine; ``trainer._sync_engine_if_stale()`` is called first when the
-    trainer has it, because TRL does not call ``_generate_single_turn``, where the trainer otherwise syncs
-    weights, on this path); else an ``HFEngine`` over the trainer's model, unwrapped as TRL unwraps it for
-    ``generate`` (ZeRO-3 gathered, gradient checkpointing off) and in eval mode while generating.
-
-    Returns ``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask`` (TRL turns it into the loss's
-    ``tool_mask``) and, forwarded to the reward functions as keyword arguments, ``num_searches``,
-    ``search_budget_hit``, ``truncated``, ``retrieved_ids``. ``logprobs`` is None on the HF path: the
-    sampler is the trained model there, so nothing needs them and scoring them would cost a forward pass.
-    """
-    config = config if config is not None else ToolConfig()
-
-    def rollout_func(prompts: list, trainer) -> dict[str, list]:
-        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
-        prompt_ids = tokenize_prompts(prompts, trainer)
-        sampling = SamplingSettings.from_args(trainer.args)
-        all_finished = _all_finished(trainer.accelerator) if _num_processes(trainer) > 1 else None
-        with _engine(trainer, tokenizer, engine_factory, len(prompt_ids)) as (engine, wants_logprobs):
-            sampling.logprobs = wants_logprobs
-            trajectories = run_search_loop(
-                engine,
-                prompt_ids,
-                tokenizer,
-                tool,
-                config,
-                sampling,
-                format_documents=format_documents,
-                all_finished=all_finished,
-            )
-        _log_metrics(trainer, trajectories)
-        return {
-            "prompt_ids": prompt_ids,
-            "completion_ids": [t.completion_ids for t in trajectories],
-            "logprobs": [t.logprobs for t in trajectories] if wants_logprobs else None,
-            "env_mask": [t.env_mask for t in trajectories],
-            "num_searches": [t.num_searches for t in trajectories],
-            "search_budget_hit": [t.search_budget_hit for t in trajectories],
-            "truncated": [t.truncated for t in trajectories],
-            "retrieved_ids": [t.retrieved_ids for t in trajectories],
-        }
-
-    return rollout_func
-
-
-def tokenize_prompts(prompts: list, trainer) -> list[list[int]]:
-    """Conversations through the chat template (with a generation prompt), strings as they are: what
-    TRL's ``_tokenize_prompts`` does for text-only prompts."""
-    processing = trainer.processing_class
-    if prompts and isinstance(prompts[0], list):
-        kwargs = getattr(trainer, "chat_template_kwargs", None) or {}
-        template = getattr(trainer, "chat_template", None)
-        return [
-            list(
-                processing.apply_chat_template(
-                    prompt,
-                    chat_template=template,
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=False,
-                    **kwargs,
-                )
-            )
-            for prompt in prompts
-        ]
-    return [list(ids) for ids in processing(text=prompts)["input_ids"]]
-
-
-@contextlib.contextmanager
-def _engine(trainer, tokenizer, engine_factory, batch_size: int) -> Iterator[tuple[Any, bool]]:
-    """(engine, whether the sampler's log-probs are wanted) for this generation batch."""
-    if engine_factory is not None:
-        yield engine_factory(trainer), True
-        return
-    engine = getattr(trainer, "rollout_engine", None)
-    if engine is not None:
-        sync = getattr(trainer, "_sync_engine_if_stale", None)
-        if sync is not None:
-            sync()
-        try:
-            yield engine, True  # the trainer's importance-sampling correction needs them
-        finally:
-            engine.sleep()
-        return
-    if getattr(trainer, "use_vllm", False):
-        raise ValueError(
-            "The search rollout cannot drive TRL's own vLLM (trainer.use_vllm: true); use posttrain's "
-            "`rollout.engine: vllm`, which sets trainer.rollout_engine, or the transformers engine."
-        )
-    from trl.models import unwrap_model_for_generation
-
-    from posttrain.rollout.hf import HFEngine
-
-    args = trainer.args
-    dist = getattr(trainer, "_dist", None)
-    with (
-        unwrap_model_for_generation(
-            trainer.model_wrapped,
-            trainer.accelerator,
-            gather_deepspeed3_params=args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
-        ) as model,
-        dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist else contextlib.nullcontext(),
-    ):
-        yield HFEngine(model, tokenizer, batch_size=max(batch_size, 1)), False  # eval mode inside generate
-
-
-def _num_processes(trainer) -> int:
-    accelerator = getattr(trainer, "accelerator", None)
-    return accelerator.num_processes if accelerator is not None else 1
-
-
-def _all_finished(accelerator) -> Callable[[bool], bool]:
-    import torch
-
-    def all_finished(done_here: bool) -> bool:
-        flag = torch.tensor([0 if done_here else 1], device=accelerator.device)
-        return int(accelerator.gather(flag).sum().item()) == 0
-
-    return all_finished
-
-
-def _log_metrics(trainer, trajectories: list[Trajectory]) -> None:
-    log = getattr(trainer, "log_metric", None) or getattr(trainer, "_log_metric", None)
-    if log is None or not trajectories:
-        return
-    n = len(trajectories)
-    log("tools/searches_mean", sum(t.num_searches for t in trajectories) / n)
-    log("tools/budget_hit_frac", sum(t.search_budget_hit for t in trajectories) / n)
-    log("tools/truncated_frac", sum(t.truncated for t in trajectories) / n)
-    log("tools/answered_frac", sum(t.finish_reason == "answer" for t in trajectories) / n)

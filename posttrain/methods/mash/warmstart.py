@@ -1,6 +1,6 @@
 """A warm start for search-tool RL: supervised trajectories that show the tags, documents masked.
 
-    from posttrain.warmstart import warm_start_examples, warm_start
+    from posttrain.methods.mash.warmstart import warm_start_examples, warm_start
     examples = warm_start_examples(rows, tool, tokenizer, top_k=3, search_share=0.67, seed=0)
     warm_start(model, tokenizer, examples, output_dir="runs/warm", epochs=1, learning_rate=5e-5)
 

@@ -22,13 +22,16 @@ Metric names: ``tool/*`` (pass 1) and ``no_tool/*`` (passes 2-3), see :func:`pos
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from posttrain.evaluation import EvalResult
-from posttrain.retrieval.config import SearchConfig
+from posttrain.methods.mash.config import SearchConfig
 from posttrain.rollout.base import SamplingSettings
 from posttrain.rollout.tools import STOP_STRINGS, run_search_loop
 from posttrain.verify.qa import abstention_metrics, exact_match, extract_answer, f1_score
+
+logger = logging.getLogger(__name__)
 
 # Pass 3's prompt: the same question, no tool offered, just the answer.
 DIRECT_PROMPT = (
@@ -176,3 +179,20 @@ def evaluate_search(
     }
     metrics.update({f"no_tool/{k}": v for k, v in abstention_metrics(records).items() if k != "n"})
     return EvalResult(metrics=metrics, predictions=predictions)
+
+
+def held_out(recipe, model, tokenizer, eval_ds, args, name: str) -> dict[str, Any]:
+    """Held-out evaluation of a search-tool run (passes 1 and 2); saves ``eval_<name>.json``."""
+    result = evaluate_search(
+        model,
+        tokenizer,
+        list(eval_ds),
+        recipe.search,
+        max_new_tokens=recipe.eval.max_new_tokens or args.max_completion_length,
+        batch_size=recipe.eval.batch_size,
+        known_samples=0,  # the abstention read-off without "known": `posttrain eval --search` adds it
+        seed=args.seed,
+    )
+    result.save(recipe.output_dir, f"eval_{name}")
+    logger.info("Held-out %s: %s", name, result.metrics)
+    return result.metrics

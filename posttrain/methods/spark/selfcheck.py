@@ -28,7 +28,7 @@ Two procedures from SPARK (Liu et al., arXiv 2509.22624; ``../shared/methods/spa
 Both are pure logic over a :data:`Generator` (chat prompts -> one greedy completion each), so tests
 script a fake model and the CLI passes :func:`hf_generator`. Each stage is one call over the rows
 still active, which lets the backend batch them. Judge and reflection prompts are built by
-:func:`posttrain.spark.templates.chat`, the same function that builds the recycled training prompts:
+:func:`posttrain.methods.spark.templates.chat`, the same function that builds the recycled training prompts:
 the row's own system message, then one user turn.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 
 from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation import generate as hf_generate
-from posttrain.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, chat, pointwise
+from posttrain.methods.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, chat, pointwise
 from posttrain.verify.math import get_extractor, score
 from posttrain.verify.verdict import judge_verdict
 
@@ -280,7 +280,7 @@ def judge_eval(
 
     Per row, ``samples_per_row`` solutions are sampled and verified. The first correct and the first
     wrong extracted answer (when they exist; completions without an answer are dropped) give one
-    pointwise task each, labelled by :func:`posttrain.spark.templates.pointwise` with a template
+    pointwise task each, labelled by :func:`posttrain.methods.spark.templates.pointwise` with a template
     drawn by ``rng`` ("Yes"/"A" = correct); a row with both gives one pairwise task, the correct
     answer at (A) for even-numbered pairs and at (B) for odd ones. All tasks are judged greedily in
     one ``generate`` call.

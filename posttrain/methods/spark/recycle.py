@@ -12,7 +12,7 @@ RLVR step and their verified correctness, and turns each prompt's group into new
 
 Judge prompts show the final answer only, read as SPARK reads it (:func:`shown_answer`: the first
 ``\\boxed{}``); a drawn rollout without one is not recycled (the task is dropped, as in the reference). Judge and
-reflection prompts keep the source row's system message (:func:`posttrain.spark.templates.chat`, the
+reflection prompts keep the source row's system message (:func:`posttrain.methods.spark.templates.chat`, the
 builder ``posttrain generate --reflect`` uses too). At most ``judge_cap`` judge
 and ``reflect_cap`` reflection tasks are kept per step (a random subset; by default half the batch's
 prompts each, like the reference's 32 + 32 per 64 prompts). Recycled rows carry
@@ -27,7 +27,7 @@ are seeded by ``(spark.seed, generation batch index)``, so every process builds 
 generation batches of one optimizer step do not repeat each other's draws.
 
     recycler = Recycler(SparkConfig(), trainer.queue, log=trainer.log_metric)
-    trainer.add_scored_hook(recycler)
+    trainer.scored_hooks.append(recycler)
 """
 
 from __future__ import annotations
@@ -38,51 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from posttrain.errors import ConfigError
+from posttrain.methods.spark import templates
+from posttrain.methods.spark.config import SCHEDULES, SparkConfig  # noqa: F401  (SCHEDULES: importable here as before)
 from posttrain.rewards import completion_text
-from posttrain.spark import templates
 from posttrain.verify.math import score
 
 SOLVE = "solve"
 TASKS = ("pointwise", "pairwise", "reflection")
-SCHEDULES = ("phase", "interleave")
-
-
-@dataclass
-class SparkConfig:
-    """SPARK co-training (used with ``method: spark``): what is recycled, how much, and when it trains."""
-
-    pointwise_share: float = 0.3
-    """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
-    judge_cap: int | None = None
-    """Most judge tasks (pointwise + pairwise) kept per step; null: half the batch's prompts (the
-    reference: 32 of 64), so that judge + reflection tasks never outgrow what a phase consumes."""
-    reflect_cap: int | None = None
-    """Most reflection tasks kept per step (0: none; null: half the batch's prompts)."""
-    schedule: str = "phase"
-    """``phase``: once the queue holds a whole batch of tasks, the next batch is only recycled tasks
-    (SPARK's separate auxiliary phase), alternating with normal batches; ``interleave``: every batch
-    takes up to ``ratio`` of its groups from the queue."""
-    ratio: float = 0.5
-    """``interleave``: the largest share of a batch's groups taken from the queue."""
-    queue_cap: int = 4096
-    """Tasks waiting at most; beyond it the oldest are dropped (logged as ``recycle/dropped``)."""
-    seed: int = 0
-    """Seed of the random choices (mixed with the step, identical on every process)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.pointwise_share <= 1:
-            raise ConfigError(f"spark.pointwise_share must be in [0, 1], got {self.pointwise_share}.")
-        for name in ("judge_cap", "reflect_cap", "queue_cap"):
-            value = getattr(self, name)
-            if value is None and name != "queue_cap":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"spark.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
-        if not 0 < self.ratio <= 1:
-            raise ConfigError(f"spark.ratio must be in (0, 1], got {self.ratio}.")
 
 
 @dataclass

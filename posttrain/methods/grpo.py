@@ -1,0 +1,40 @@
+"""GRPO, Dr.GRPO and DAPO: members of the family that are TRL loss settings and nothing more.
+
+    method: grpo       # GRPO (DeepSeekMath, arXiv 2402.03300) as TRL defines it: token mean per sequence,
+                       #   group mean/std advantages, no KL
+    method: dr_grpo    # Dr.GRPO (arXiv 2503.20783): no length and no std normalisation
+    method: dapo       # DAPO (arXiv 2503.14476): token-level loss over the batch, clip-higher 0.28,
+                       #   truncated completions masked (overlong filtering), no KL
+
+Their rewards come from the recipe (``accuracy`` by default). docs/methods.md, "The TRL settings each
+method preset sets".
+"""
+
+from __future__ import annotations
+
+from posttrain.methods.base import PLAIN, Method
+
+GRPO = Method(
+    name="grpo",
+    summary="GRPO (DeepSeekMath, arXiv 2402.03300): group-normalised advantages, clipped ratio",
+    preset={**PLAIN, "loss_type": "grpo", "scale_rewards": "group", "beta": 0.0},
+)
+
+DR_GRPO = Method(
+    name="dr_grpo",
+    summary="Dr.GRPO (arXiv 2503.20783): no length or std normalisation",
+    preset={**PLAIN, "loss_type": "dr_grpo", "scale_rewards": "none", "beta": 0.0},
+)
+
+DAPO = Method(
+    name="dapo",
+    summary="DAPO (arXiv 2503.14476): token-level loss, clip-higher, overlong filtering",
+    preset={
+        **PLAIN,
+        "loss_type": "dapo",
+        "scale_rewards": "group",
+        "beta": 0.0,
+        "epsilon_high": 0.28,
+        "mask_truncated_completions": True,
+    },
+)

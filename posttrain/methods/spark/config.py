@@ -1,0 +1,53 @@
+"""The recipe's ``spark:`` section: what SPARK recycles, how much, and when it trains (``method: spark``).
+
+    spark: {schedule: phase, pointwise_share: 0.3}
+
+Defaults follow SPARK's code (InternLM/Spark ``new_data_gen.py``, ``ppo_trainer.py``): 30% pointwise
+judges in mixed groups, at most half the batch's prompts of judge and of reflection tasks per step, and
+an auxiliary phase of recycled tasks after each data batch once enough are queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from posttrain.errors import ConfigError
+
+SCHEDULES = ("phase", "interleave")
+
+
+@dataclass
+class SparkConfig:
+    """SPARK co-training (used with ``method: spark``): what is recycled, how much, and when it trains."""
+
+    pointwise_share: float = 0.3
+    """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
+    judge_cap: int | None = None
+    """Most judge tasks (pointwise + pairwise) kept per step; null: half the batch's prompts (the
+    reference: 32 of 64), so that judge + reflection tasks never outgrow what a phase consumes."""
+    reflect_cap: int | None = None
+    """Most reflection tasks kept per step (0: none; null: half the batch's prompts)."""
+    schedule: str = "phase"
+    """``phase``: once the queue holds a whole batch of tasks, the next batch is only recycled tasks
+    (SPARK's separate auxiliary phase), alternating with normal batches; ``interleave``: every batch
+    takes up to ``ratio`` of its groups from the queue."""
+    ratio: float = 0.5
+    """``interleave``: the largest share of a batch's groups taken from the queue."""
+    queue_cap: int = 4096
+    """Tasks waiting at most; beyond it the oldest are dropped (logged as ``recycle/dropped``)."""
+    seed: int = 0
+    """Seed of the random choices (mixed with the step, identical on every process)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pointwise_share <= 1:
+            raise ConfigError(f"spark.pointwise_share must be in [0, 1], got {self.pointwise_share}.")
+        for name in ("judge_cap", "reflect_cap", "queue_cap"):
+            value = getattr(self, name)
+            if value is None and name != "queue_cap":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"spark.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
+        if not 0 < self.ratio <= 1:
+            raise ConfigError(f"spark.ratio must be in (0, 1], got {self.ratio}.")

@@ -1,0 +1,44 @@
+"""What a checkpoint holds besides TRL's: stateful reward plugins, the prompt queue and feed, counters.
+
+Written as ``posttrain_state.pt`` in every ``checkpoint-N`` folder by the main process and read back on
+resume, so that ``--resume`` continues pay-per-search's history, SPARK's queue and the data stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "posttrain_state.pt"
+
+
+def save(folder: str, plugins, queue, feed, generations: int) -> None:
+    state = {
+        "rewards": {p.name: p.state_dict() for p in plugins if p.is_stateful},
+        "queue": queue.state_dict() if queue is not None else None,
+        "feed": feed.state_dict() if feed is not None else None,
+        "generations": generations,
+    }
+    torch.save(state, os.path.join(folder, STATE_FILE))
+
+
+def load(folder: str, plugins, queue, feed) -> dict[str, Any] | None:
+    """Restore what ``folder`` holds into ``plugins``, ``queue`` and ``feed``; returns the state (or None)."""
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    state = torch.load(path, weights_only=False)  # our own file, written by save()
+    for plugin in plugins:
+        if plugin.is_stateful and plugin.name in state["rewards"]:
+            plugin.load_state_dict(state["rewards"][plugin.name])
+    if queue is not None and state.get("queue") is not None:
+        queue.load_state_dict(state["queue"])
+    if feed is not None and state.get("feed") is not None:
+        feed.load_state_dict(state["feed"])
+    logger.info("Restored reward-plugin state, the prompt queue and the feed from %s", path)
+    return state
