@@ -104,6 +104,7 @@ def run(
     from posttrain.callbacks import MetricsJsonl, TimeBudget
     from posttrain.data import load_datasets
     from posttrain.methods import get_method
+    from posttrain.methods.options import install_options
     from posttrain.models import describe_hardware, load_model, resolve_model_path
     from posttrain.plotting import plot_curves
     from posttrain.rewards import build_reward_plugins
@@ -162,6 +163,9 @@ def run(
         **method.constructor_kwargs(recipe),
     )
     method.install(trainer, recipe)
+    install_options(
+        trainer, recipe
+    )  # GUI-G1's weights and constant, TTRL's vote/train split, the search tool
     if recipe.rollout.engine != "hf":
         from posttrain.rollout.factory import build_engine
 

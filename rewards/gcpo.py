@@ -11,7 +11,7 @@ Group Contrastive Masking signs the bonus per prompt from the rollout group itse
     reward_i = M * aux_i
 
 The mask's exact code was never released; this follows the reconstruction in
-``../shared/methods/spark-gcpo.md`` section 2.3 (epsilon 0.05 and recipe weight 0.5 from the
+docs/methods.md ("GCPO"; the reviews' description of Eq. 4) (epsilon 0.05 and recipe weight 0.5 from the
 authors' development scripts). An alternative reading also rewards the non-constructing rollouts
 when M = -1; under GRPO's group normalisation that only adds a constant to the whole group, so it
 gives the same advantages and is not offered as a separate option.

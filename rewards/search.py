@@ -3,7 +3,7 @@
 MASH (Gul, Cardie, Goyal, arXiv 2510.01152) trains a search agent whose reward is the answer's
 exact match times a penalty on the number of searches; at test time, with the search tool removed,
 a request to search reads as an abstention (``posttrain/verify/qa.py``). For one completion of question q
-with ``m`` searches (the rule as described in ``../shared/methods/mash-ttrl-memory-guig1.md`` 1.5,
+with ``m`` searches (the rule of MASH's code, docs/methods.md "Pay-per-search",
 read from momergul/mash ``reward_functions.py``):
 
     acc   = exact_match(last <answer> span, gold answers)          (posttrain.verify.qa, SQuAD normalised)

@@ -4,7 +4,7 @@ SPARK (Liu et al., arXiv 2509.22624) turns each step's rollouts into new prompts
 (``posttrain.methods.spark.templates``): pointwise judges ("is this answer correct?"), pairwise judges
 ("which of (A)/(B) is correct?") and reflections (re-solve after a wrong attempt). Their labels
 follow from the verifier, so they are trained with the same GRPO objective. This reward routes on
-the row's ``task`` column (``../shared/methods/spark-gcpo.md`` sections 1.4-1.6 and 3.3c):
+the row's ``task`` column (SPARK's ``new_data_gen.py`` and ``math_verify_2.py``; docs/methods.md, "SPARK"):
 
     task                     column used               score
     pointwise, pairwise      judge_label               1.0 if the boxed verdict equals it, else 0.0

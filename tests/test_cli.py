@@ -396,3 +396,27 @@ def test_check_output_dir(tmp_path, files, flags, outcome):
 
 def _flags(flags: list[str]) -> dict:
     return {flag.lstrip("-"): True for flag in flags}
+
+
+# --------------------------------------------------------------------------------------------------
+# eval / generate take any recipe key as a flag (they build their Recipe with the train loader)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_recipe_keys_are_flags_of_generate(run_cli, tiny_model, math_jsonl, tmp_path):
+    out = tmp_path / "gen"
+    args = ["generate", "--model", tiny_model, "--data", math_jsonl, "--output_dir", str(out)]
+    status, err = run_cli(*args, "--eval.max_new_tokens", "3", "--model.dtype", "float32")
+    assert status == 0, err[-2000:]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    # The char tokenizer: 3 new tokens are at most 3 characters; the --max_new_tokens default is 256.
+    assert max(len(row["completion"]) for row in rows) <= 3
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_a_misspelt_recipe_key_flag_is_named(run_cli, tiny_model, math_jsonl, tmp_path, command):
+    args = [command, "--model", tiny_model, "--data", math_jsonl, "--output_dir", str(tmp_path)]
+    status, err = run_cli(*args, "--eval.max_new_tokn", "3")
+    assert status == 2
+    assert "`eval.max_new_tokn`" in err and "`eval.max_new_tokens`" in err

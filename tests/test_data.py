@@ -15,7 +15,7 @@ from posttrain.data import DataConfig, build_prompt, extract_hash_answer, load_d
 from posttrain.errors import ConfigError, DataError
 from posttrain.testing import make_tiny_tokenizer
 
-# The repo ships GSM8K and MATH-500 (data/, with their licenses): tests read those, never ../shared.
+# The repo ships GSM8K and MATH-500 (data/, with their licenses): tests read those, never files outside the repository.
 DATA = Path(__file__).resolve().parents[1] / "data"
 SCHEMA = ["prompt", "question", "answer", "verifier", "id"]
 ROWS = [{"question": f"What is {i}+1?", "answer": str(i + 1), "extra": i} for i in range(10)]

@@ -2,7 +2,7 @@
 
     pytest tests/test_reference_gcpo.py -q
 
-What the test computes itself, in a few plain lines (../shared/methods/spark-gcpo.md, sections 2.2-2.3;
+What the test computes itself, in a few plain lines (docs/methods.md, "GCPO";
 GeometryZero, arXiv 2506.07160; the authors' r1_workspace ``workspace/reward/reward_utils.py``):
 
     acc_i    1 or 0, known by construction: each completion is built right or wrong under the authors'

@@ -3,7 +3,7 @@
 pytest tests/test_reference_mash.py -q
 
 The reference is a small stateful scorer written here from momergul/mash ``reward_functions.py`` and
-``reward_manager.py`` (../shared/methods/mash-ttrl-memory-guig1.md section 1.5); it does not import
+``reward_manager.py`` (docs/methods.md, "Pay-per-search"); it does not import
 posttrain's helpers:
 
     ans(y)   the stripped content of the LAST <answer>...</answer> span (None without a closed one)

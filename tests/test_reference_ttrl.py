@@ -2,8 +2,8 @@
 
 pytest tests/test_reference_ttrl.py -q
 
-The reference side is written out here from the methods' code (../shared/methods/mash-ttrl-memory-guig1.md
-sections 2.1 and 2.2); it does not import posttrain's helpers:
+The reference side is written out here from the methods' code (docs/methods.md, "Test-time RL");
+it does not import posttrain's helpers:
 
 TTRL (PRIME-RL/TTRL, ``ttrl_utils._majority_vote`` with ``ttrl_math.extract_answer``)
     answer      the content of the LAST ``\\boxed{...}``; None without a box or when that box never closes

@@ -78,7 +78,7 @@ def make_trainer(
     if any(v is not None for v in options.values()):
         from types import SimpleNamespace
 
-        from posttrain.methods.base import install_options
+        from posttrain.methods.options import install_options
 
         recipe = SimpleNamespace(method=SimpleNamespace(**options), search=SimpleNamespace(enabled=False))
         install_options(trainer, recipe)

@@ -3,9 +3,8 @@
 ``train.run`` reads like a checklist over it: the recipe loader fills TRL settings from :attr:`preset`
 and the reward list from :attr:`rewards` (when the recipe gives none) and calls :meth:`check`; the run
 builds the trainer with :meth:`trainer_kwargs`, calls :meth:`install` and evaluates with
-:meth:`evaluator`. The objective options of the ``method`` section work with every method and are
-installed here (:func:`install_options`): GUI-G1's sample weights and loss constant, TTRL's vote/train
-split, and the search tool loop of a ``search: {enabled: true}`` section.
+:meth:`evaluator`. The options of the ``method`` and ``search`` sections work with every method and
+are installed by :func:`posttrain.methods.options.install_options`.
 """
 
 from __future__ import annotations
@@ -47,10 +46,9 @@ class Method:
         return self.trainer_kwargs(recipe) if self.trainer_kwargs is not None else {}
 
     def install(self, trainer, recipe) -> None:
-        """The method's own hooks, then the options every method takes (:func:`install_options`)."""
+        """The method's own hooks (the options every method takes: :mod:`posttrain.methods.options`)."""
         for install in self.installs:
             install(trainer, recipe)
-        install_options(trainer, recipe)
 
     def evaluator(self, recipe, eval_ds, args) -> Callable[[Any, Any, str], dict[str, Any]]:
         """``evaluate(model, tokenizer, name) -> metrics`` on the held-out split: with the search tool when
@@ -62,20 +60,3 @@ class Method:
         from posttrain.evaluation import held_out
 
         return lambda model, tokenizer, name: held_out(recipe, model, tokenizer, eval_ds, args, name)
-
-
-def install_options(trainer, recipe) -> None:
-    """What the ``method`` and ``search`` sections ask of any method."""
-    options = recipe.method
-    if options.sample_weight is not None or options.loss_constant is not None:
-        from posttrain.methods import gui_g1
-
-        gui_g1.install(trainer, recipe)
-    if options.train_samples is not None:
-        from posttrain.methods.ttrl import install_vote_subset
-
-        install_vote_subset(trainer, recipe)
-    if recipe.search.enabled:
-        from posttrain.methods.mash.rollout import install_search
-
-        install_search(trainer, recipe)

@@ -37,7 +37,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from posttrain.errors import ConfigError
+from posttrain.errors import ConfigError, PosttrainError
 from posttrain.retrieval import DEFAULT_CORPUS, MAX_K, MAX_QUERIES_PER_REQUEST
 from posttrain.retrieval.index import BM25Index, Hit, load_index
 
@@ -248,3 +248,13 @@ if __name__ == "__main__":
     from posttrain.console import run_command
 
     sys.exit(run_command(lambda: main(sys.argv[1:])))
+
+
+def command(argv: list[str]) -> None:
+    """``posttrain retriever serve ...``."""
+    if not argv or argv[0] in ("-h", "--help") or argv[0] != "serve":
+        raise PosttrainError(
+            "Usage: posttrain retriever serve [--corpus C.jsonl] [--port 8001] [--host 127.0.0.1] "
+            "(`serve` is the one retriever command; `posttrain retriever serve --help` for every flag)."
+        )
+    main(argv[1:])

@@ -28,7 +28,7 @@ from posttrain.errors import RolloutError
 from posttrain.retrying import Refused, Unanswered, send, wait_until_up
 from posttrain.rollout.base import Rollouts, SamplingSettings
 from posttrain.rollout.config import RolloutConfig
-from posttrain.rollout.weights import _unwrap, inference_weights
+from posttrain.rollout.weights import inference_weights, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ServerEngine:
         self.distributed = accelerator is not None and accelerator.num_processes > 1
         self.is_main = accelerator is None or accelerator.is_main_process
         self.session = requests.Session() if self.is_main else None
-        hf_config = getattr(_unwrap(model_for_signature), "config", model_for_signature)
+        hf_config = getattr(unwrap(model_for_signature), "config", model_for_signature)
         self.model_name = getattr(hf_config, "_name_or_path", None) or "MODEL"
         self.info: dict[str, Any] = self._on_main(lambda: self._connect(hf_config))
         self.sleep_mode = bool(self.info.get("sleep_mode"))

@@ -24,7 +24,7 @@ def _gathered(params: list[torch.nn.Parameter]):
     return contextlib.nullcontext()
 
 
-def _unwrap(model: Any) -> Any:
+def unwrap(model: Any) -> Any:
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module  # DDP / DeepSpeed engine
     return model
@@ -39,7 +39,7 @@ def checkpoint_name(name: str) -> str:
 
 def inference_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` for every weight the inference copy needs (tied weights once)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     peft_prefix = getattr(model, "prefix", None) if hasattr(model, "peft_config") else None
     if peft_prefix is not None:
         params = list(model.parameters())

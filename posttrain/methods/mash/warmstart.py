@@ -6,7 +6,7 @@
 
 Why: a policy that never writes ``<search>`` or ``<answer>`` gets reward 0 from ``pay_per_search``
 on every rollout, so RL has nothing to follow (SmolLM2-135M answers in free text). MASH (arXiv
-2510.01152, section 1.7 of ../shared/methods/mash-ttrl-memory-guig1.md) starts RL from an SFT
+2510.01152; its ``example_scripts/warm_start``; docs/methods.md, "Pay-per-search") starts RL from an SFT
 checkpoint trained on trajectories from a larger model, about a third answering directly and the rest
 searching one or two times, with the gold answer put into the answer tag and the retrieved documents
 masked from the loss. We build the same shapes without a larger model: the trajectories are

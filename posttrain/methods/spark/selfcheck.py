@@ -3,7 +3,8 @@ r"""SPARK inference: the policy judges and revises its own answers, and is score
     posttrain generate --model runs/spark --data.generator chain_sum --data.eval_size 50 --reflect
     posttrain eval --model runs/spark --data.generator chain_sum --data.eval_size 50 --reflect --judge
 
-Two procedures from SPARK (Liu et al., arXiv 2509.22624; ``../shared/methods/spark-gcpo.md`` 1.8-1.9):
+Two procedures from SPARK (Liu et al., arXiv 2509.22624, section 3.3; its ``Evaluation/evaluation_tts.py``;
+docs/methods.md, "SPARK"):
 
 * :func:`solve_judge_reflect`, the test-time loop. Greedy throughout, one prompt family each:
 

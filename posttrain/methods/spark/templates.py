@@ -3,7 +3,8 @@ r"""SPARK's prompt bank: the judge and reflection prompts that recycled rollouts
 SPARK (Liu et al., "SPARK: Synergistic Policy And Reward Co-Evolving Framework", arXiv 2509.22624)
 turns each RL step's rollouts and their 0/1 verifier scores into new, verifiable prompts for the same
 model. The bank keeps the structure and label semantics of the authors' released templates
-(``../shared/methods/spark-gcpo.md`` section 1.5); the wording is our own.
+(InternLM/Spark ``prompt_templates.py``, ``prompt_templates_double.py``; docs/methods.md, "SPARK"); the
+wording is our own.
 
     family                  count  fields                          label
     POINTWISE_YESNO           12   question, answer                "Yes" / "No"

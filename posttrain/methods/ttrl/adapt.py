@@ -25,6 +25,7 @@ labelled), ``eval_before.json``/``eval_after.json`` with their predictions, and 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import logging
@@ -35,7 +36,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from posttrain.config import Recipe, load_recipe, read_yaml
+from posttrain.config import Recipe, load_recipe, parse_flags, read_yaml
 from posttrain.errors import DataError, PosttrainError
 
 logger = logging.getLogger(__name__)
@@ -441,3 +442,71 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     if "train/label_accuracy_mean" in metrics:
         lines.append(f"  label_accuracy   {metrics['train/label_accuracy_mean']:.3f} (mean over steps)")
     return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    """``posttrain adapt``."""
+    parser = argparse.ArgumentParser(
+        prog="posttrain adapt",
+        description="Adapt a model to unlabeled questions with test-time RL (TTRL majority vote or TTRV "
+        "frequency + entropy), then answer them by majority vote. Extra `--section.key value` flags set any "
+        "recipe key (e.g. --trainer.learning_rate 5e-5 --data.instruction 'Answer with a number.').",
+    )
+    parser.add_argument("--model", help="hub id, local folder, .gguf file or 'embedded' (the default)")
+    parser.add_argument("--data", required=True, help="questions: JSONL/JSON/parquet file or HF dataset name")
+    parser.add_argument("--recipe", help="a YAML recipe to start from (e.g. recipes/ttrl_math.yaml)")
+    parser.add_argument("--reward", choices=REWARDS, help="ttrl (majority vote, default) or ttrv")
+    parser.add_argument("--n_votes", type=int, help="samples per question that vote (TTRL: 64; default 16)")
+    parser.add_argument("--n_train", type=int, help="of those, trained on (TTRL: 32; default n_votes / 2)")
+    parser.add_argument(
+        "--k", type=int, help="samples per question for the before/after vote (default n_votes)"
+    )
+    parser.add_argument(
+        "--extract",
+        help="how answers are read, in the votes and the before/after evaluation: boxed (TTRL's default: the "
+        "last \\boxed{}), qwen_math (TTRV's), lenient (also a bare number), tagged, first_boxed",
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimizer steps (default 20)")
+    budget.add_argument("--time_budget", help="stop after this wall time, e.g. 10m")
+    lora = parser.add_mutually_exclusive_group()
+    lora.add_argument(
+        "--lora", dest="lora", action="store_true", default=None, help="train a LoRA adapter (default)"
+    )
+    lora.add_argument("--full", dest="lora", action="store_false", help="fine-tune all weights instead")
+    parser.add_argument(
+        "--merge", action="store_true", help="also save the base model with the adapter merged"
+    )
+    parser.add_argument("--question_field", help="the column holding the questions (default: question)")
+    parser.add_argument("--answer_field", help="the column holding labels, if any (default: answer)")
+    parser.add_argument(
+        "--skip_long", action="store_true", help="leave out questions too long for the context"
+    )
+    parser.add_argument("--output_dir", help="where everything goes (default runs/adapt)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="write into a folder that holds a run")
+    args, rest = parser.parse_known_args(argv)
+    for name in ("n_votes", "n_train", "k", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PosttrainError(f"--{name} must be a positive integer, got {value}.")
+    flags = {name: getattr(args, name) for name in FLAG_KEYS if name != "data"}
+    flags["data"] = args.data
+    if args.steps is None and args.time_budget is not None:
+        flags["trainer.max_steps"] = 10**9  # the budget ends the run
+    if args.lora is not None:
+        flags["peft.enabled"] = args.lora
+    for name in ("question_field", "answer_field"):
+        if getattr(args, name) is not None:
+            flags[f"data.{name}"] = getattr(args, name)
+    if args.resume:
+        flags["run.resume"] = True
+    if args.overwrite:
+        flags["run.overwrite"] = True
+    flags.update(parse_flags(rest))
+    recipe = build_recipe(args.recipe, flags)
+    metrics = adapt(recipe, skip_long=args.skip_long, merge=args.merge)
+    print(format_metrics(metrics))
+    print(f"predictions: {recipe.output_dir / 'predictions.jsonl'}")
