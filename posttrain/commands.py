@@ -154,7 +154,9 @@ def eval_main(argv: list[str]) -> None:
         generator = selfcheck.hf_generator(model, tokenizer, ev.max_new_tokens, ev.batch_size, "selfcheck")
     if args.reflect:
         initial = [p["completion"] for p in result.predictions]  # the greedy solve is already done
-        records = selfcheck.solve_judge_reflect(generator, rows, args.rounds, initial=initial)
+        records = selfcheck.solve_judge_reflect(
+            generator, rows, args.rounds, initial=initial, verdict_prefix=recipe.spark.verdict_prefix
+        )
         reflect = selfcheck.reflect_metrics(records)
         result.metrics.update({f"reflect/{k}": v for k, v in reflect.items()})
         selfcheck.write_jsonl(os.path.join(args.output_dir, "eval_reflect.jsonl"), records)
@@ -167,7 +169,14 @@ def eval_main(argv: list[str]) -> None:
         sampler = selfcheck.hf_sampler(
             model, tokenizer, ev.max_new_tokens, ev.temperature, ev.batch_size, "judge candidates"
         )
-        judge, tasks = selfcheck.judge_eval(generator, rows, args.judge_samples, sampler, random.Random(seed))
+        judge, tasks = selfcheck.judge_eval(
+            generator,
+            rows,
+            args.judge_samples,
+            sampler,
+            random.Random(seed),
+            verdict_prefix=recipe.spark.verdict_prefix,
+        )
         result.metrics.update({f"judge/{k}": v for k, v in judge.items()})
         selfcheck.write_jsonl(os.path.join(args.output_dir, "eval_judge.jsonl"), tasks)
     result.save(args.output_dir, "eval")
@@ -225,7 +234,9 @@ def generate_main(argv: list[str]) -> None:
     ev = recipe.eval  # --max_new_tokens / --batch_size, or the same keys given as --eval.*
     generator = selfcheck.hf_generator(model, tokenizer, ev.max_new_tokens, ev.batch_size, "generate")
     if args.reflect:
-        records = selfcheck.solve_judge_reflect(generator, rows, args.rounds)
+        records = selfcheck.solve_judge_reflect(
+            generator, rows, args.rounds, verdict_prefix=recipe.spark.verdict_prefix
+        )
         metrics = selfcheck.reflect_metrics(records)
     else:
         records = selfcheck.solve(generator, rows)

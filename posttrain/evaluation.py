@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from posttrain.chat import prefill, template_kwargs
 from posttrain.verify.math import get_extractor, score
 from posttrain.verify.vote import majority_answer
 
@@ -62,7 +63,10 @@ def generate(
     batch_size: int = 64,
     desc: str = "generate",
 ) -> list[list[str]]:
-    """Complete each chat prompt ``num_samples`` times (greedy when ``temperature == 0``)."""
+    """Complete each chat prompt ``num_samples`` times (greedy when ``temperature == 0``).
+
+    A prompt ending in an assistant message is a reply already begun (:mod:`posttrain.chat`): the model
+    continues it, and the returned text is the whole reply (the prefilled text first)."""
     model.eval()
     device = next(model.parameters()).device
     sample = temperature > 0
@@ -70,8 +74,14 @@ def generate(
     with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
+            flags = template_kwargs(chunk[0])
+            if any(template_kwargs(p) != flags for p in chunk):
+                raise ValueError(
+                    "generate: a batch mixes prompts that prefill the reply (ending in an assistant message) "
+                    "with prompts that do not; generate the two kinds in separate calls."
+                )
             enc = tokenizer.apply_chat_template(
-                chunk, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+                chunk, padding=True, return_tensors="pt", return_dict=True, **flags
             ).to(device)
             # Plain sampling (no top-k/top-p) so that mean@k measures the policy's own distribution.
             kwargs = {"temperature": temperature, "top_p": 1.0, "top_k": 0} if sample else {}
@@ -85,7 +95,11 @@ def generate(
                     **kwargs,
                 )
             texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.extend(texts[i * num_samples : (i + 1) * num_samples] for i in range(len(chunk)))
+            # A prefilled reply is returned whole: the prefilled text, then what the model wrote.
+            out.extend(
+                [prefill(p) + t for t in texts[i * num_samples : (i + 1) * num_samples]]
+                for i, p in enumerate(chunk)
+            )
             bar.update(len(chunk))
     return out
 

@@ -1,4 +1,4 @@
-"""What a checkpoint holds besides TRL's: stateful reward plugins, the prompt queue and feed, counters.
+"""What a checkpoint holds besides TRL's: stateful reward plugins and hooks, the prompt queue and feed, counters.
 
 Written as ``posttrain_state.pt`` in every ``checkpoint-N`` folder by the main process and read back on
 resume, so that ``--resume`` continues pay-per-search's history, SPARK's queue and the data stream.
@@ -17,9 +17,15 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "posttrain_state.pt"
 
 
-def save(folder: str, plugins, queue, feed, generations: int) -> None:
+def _stateful(hooks) -> dict[str, Any]:
+    """Hooks that keep state (a ``state_dict`` method), keyed by position and class name."""
+    return {f"{i}:{type(h).__name__}": h for i, h in enumerate(hooks) if hasattr(h, "state_dict")}
+
+
+def save(folder: str, plugins, queue, feed, generations: int, hooks=()) -> None:
     state = {
         "rewards": {p.name: p.state_dict() for p in plugins if p.is_stateful},
+        "hooks": {key: hook.state_dict() for key, hook in _stateful(hooks).items()},
         "queue": queue.state_dict() if queue is not None else None,
         "feed": feed.state_dict() if feed is not None else None,
         "generations": generations,
@@ -27,8 +33,9 @@ def save(folder: str, plugins, queue, feed, generations: int) -> None:
     torch.save(state, os.path.join(folder, STATE_FILE))
 
 
-def load(folder: str, plugins, queue, feed) -> dict[str, Any] | None:
-    """Restore what ``folder`` holds into ``plugins``, ``queue`` and ``feed``; returns the state (or None)."""
+def load(folder: str, plugins, queue, feed, hooks=()) -> dict[str, Any] | None:
+    """Restore what ``folder`` holds into ``plugins``, ``hooks``, ``queue`` and ``feed``; returns the state
+    (or None)."""
     path = os.path.join(folder, STATE_FILE)
     if not os.path.exists(path):
         return None
@@ -36,6 +43,10 @@ def load(folder: str, plugins, queue, feed) -> dict[str, Any] | None:
     for plugin in plugins:
         if plugin.is_stateful and plugin.name in state["rewards"]:
             plugin.load_state_dict(state["rewards"][plugin.name])
+    saved_hooks = state.get("hooks", {})
+    for key, hook in _stateful(hooks).items():
+        if key in saved_hooks:
+            hook.load_state_dict(saved_hooks[key])
     if queue is not None and state.get("queue") is not None:
         queue.load_state_dict(state["queue"])
     if feed is not None and state.get("feed") is not None:

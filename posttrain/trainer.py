@@ -18,7 +18,8 @@ Where each hook sits in one of TRL's generation cycles::
   ``time/adv``, ``time/update`` (+ ``time/sync``, ``time/recycle``).
 
 Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
-``_generate_and_score_completions``, ``_generate``, ``_generate_single_turn``, ``_compute_loss``,
+``_generate_and_score_completions``, ``_generate``, ``_tokenize_prompts`` (prompts that prefill the
+reply: posttrain/chat.py), ``_generate_single_turn``, ``_compute_loss``,
 ``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``_save_checkpoint``,
 ``_load_optimizer_and_scheduler``, ``get_train_dataloader``, ``get_resumed_dataloader``.
 """
@@ -36,6 +37,7 @@ from trl import GRPOTrainer
 
 from posttrain import state as checkpoint_state
 from posttrain.batch import ScoredBatch, select_rows
+from posttrain.chat import continues_reply, encode
 from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
@@ -118,6 +120,14 @@ class PosttrainTrainer(GRPOTrainer):
     def _generate(self, prompts: list):
         with self.timer("gen"):
             return super()._generate(prompts)
+
+    def _tokenize_prompts(self, prompts: list):
+        # A prompt ending in an assistant message prefills the reply (posttrain/chat.py: SPARK's verdict
+        # prefix); TRL would open a new assistant turn after it.
+        if self._is_vlm or not any(continues_reply(p) for p in prompts):
+            return super()._tokenize_prompts(prompts)
+        kwargs = {"chat_template": self.chat_template, **self.chat_template_kwargs}
+        return [encode(self.processing_class, p, **kwargs) for p in prompts], None, {}
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
         return self.generation.single_turn(
@@ -290,10 +300,14 @@ class PosttrainTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            checkpoint_state.save(folder, self.reward_plugins, self.queue, self.feed, self._generations)
+            checkpoint_state.save(
+                folder, self.reward_plugins, self.queue, self.feed, self._generations, self.scored_hooks
+            )
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            restored = checkpoint_state.load(checkpoint, self.reward_plugins, self.queue, self.feed)
+            restored = checkpoint_state.load(
+                checkpoint, self.reward_plugins, self.queue, self.feed, self.scored_hooks
+            )
             self._generations = (restored or {}).get("generations", 0)

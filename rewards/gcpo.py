@@ -40,6 +40,9 @@ Logged every step: ``gcpo/mask_pos``, ``gcpo/mask_neg``, ``gcpo/mask_zero`` (sha
 ``gcpo/empty_subgroup`` (share of groups where everyone or no one showed the behaviour),
 ``gcpo/aux_rate`` (share of completions with it), ``gcpo/acc_aux`` / ``gcpo/acc_no_aux`` (mean
 accuracy with and without it) and ``gcpo/unscorable_groups`` (groups without a reference answer).
+With ``split_by: <column>`` (a data column naming each question's kind, e.g. two task families), the
+mask shares and the behaviour rate are also logged per value: ``gcpo/<value>/mask_pos``,
+``gcpo/<value>/mask_neg``, ``gcpo/<value>/aux_rate``, to see where the mask turns which way.
 
 Tests: ``pytest tests/test_gcpo.py tests/test_reference_gcpo.py -q``.
 """
@@ -177,7 +180,13 @@ class GroupContrastive:
         epsilon: float = 0.05,
         extract: str = "tagged",
         rel_tol: float = 0.02,
+        split_by: str | None = None,
     ):
+        if split_by is not None and (not isinstance(split_by, str) or not split_by):
+            raise RewardError(
+                f"gcpo_contrastive: split_by must be a data column name or null, got {split_by!r}."
+            )
+        self.split_by = split_by
         self.detector = make_detector(detector)
         self.epsilon = check_epsilon(epsilon)
         check_extract_kwargs(extract, rel_tol, "gcpo_contrastive")  # at load time, not at the first step
@@ -210,7 +219,23 @@ class GroupContrastive:
             scores.extend(None if a is None else float(m * x) for a, x in zip(g_acc, g_aux, strict=True))
         if log_metric is not None:
             self._log(log_metric, masks, empty, unscorable, acc, aux)
+            if self.split_by is not None:
+                self._log_split(log_metric, kwargs.get(self.split_by), masks, aux, group_size)
         return scores
+
+    def _log_split(self, log_metric, column, masks: list[int], aux: list[bool], group_size: int) -> None:
+        if column is None:
+            raise RewardError(
+                f"gcpo_contrastive: split_by names the column {self.split_by!r}, which the data does not have; "
+                "add it to the rows or remove split_by."
+            )
+        kinds = [str(v) for v in column[::group_size]]
+        for kind in sorted(set(kinds)):
+            groups = [i for i, k in enumerate(kinds) if k == kind]
+            shown = [aux[i * group_size + j] for i in groups for j in range(group_size)]
+            log_metric(f"gcpo/{kind}/mask_pos", sum(masks[i] == 1 for i in groups) / len(groups))
+            log_metric(f"gcpo/{kind}/mask_neg", sum(masks[i] == -1 for i in groups) / len(groups))
+            log_metric(f"gcpo/{kind}/aux_rate", sum(shown) / len(shown))
 
     @staticmethod
     def _log(log_metric, masks, empty, unscorable, acc, aux) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from posttrain.chat import prefill
 from posttrain.errors import RewardError
 from posttrain.rewards import completion_text
 from posttrain.verify.math import score
@@ -67,6 +68,7 @@ def spark_judge(
     n = len(completions)
     if task is None:
         return [None] * n
+    prompts = kwargs.get("prompts") or [None] * n
     labels = judge_label if judge_label is not None else [None] * n
     answers = answer if answer is not None else [None] * n
     verifiers = verifier if verifier is not None else [None] * n
@@ -82,7 +84,9 @@ def spark_judge(
                     "row needs one of 'Yes', 'No', 'A', 'B'. Fix the code that builds the SPARK rows "
                     "(posttrain.methods.spark.templates.pointwise / pairwise return the label)."
                 )
-            scores.append(1.0 if judge_verdict(completion_text(completion), extract) == expected else 0.0)
+            # With spark.verdict_prefix the prompt began the reply; the verdict is read from the whole of it.
+            reply = prefill(prompts[i]) + completion_text(completion)
+            scores.append(1.0 if judge_verdict(reply, extract) == expected else 0.0)
         elif row_task == REFLECT_TASK:
             if gold is None and not spec:
                 scores.append(None)

@@ -96,6 +96,16 @@ def test_gcpo_logs_mask_shares_and_subgroup_accuracy():
     assert logged["gcpo/acc_no_aux"] == pytest.approx(4 / 6)
 
 
+def test_gcpo_split_by_logs_the_mask_per_kind_of_question():
+    kinds = ["help"] * 4 + ["hurt"] * 4 + ["help"] * 4
+    _, logged = call(gcpo(split_by="family"), HELPS + HURTS + TIE, family=kinds)
+    assert logged["gcpo/help/mask_pos"] == 0.5 and logged["gcpo/help/mask_neg"] == 0.0
+    assert logged["gcpo/hurt/mask_pos"] == 0.0 and logged["gcpo/hurt/mask_neg"] == 1.0
+    assert logged["gcpo/hurt/aux_rate"] == 0.5
+    with pytest.raises(RewardError, match="split_by names the column 'family'"):
+        call(gcpo(split_by="family"), HELPS)
+
+
 def test_gcpo_no_subgroup_mean_is_logged_when_it_would_be_nan():
     _, logged = call(gcpo(), NO_AUX)
     assert "gcpo/acc_aux" not in logged and logged["gcpo/aux_rate"] == 0.0

@@ -50,6 +50,8 @@ def test_trl_version():
         ("_log_metric", ["self", "name", "value"]),
         # Reads `tool_mask` (our loss masks) and `num_items_in_batch`; we add the engine's IS weights.
         ("_compute_loss", ["self", "model", "inputs"]),
+        # Prompts that prefill the reply (posttrain/chat.py) are tokenized by us; returns (ids, images, fields).
+        ("_tokenize_prompts", ["self", "prompts"]),
         # Replaced by the rollout engine when one is set.
         (
             "_generate_single_turn",

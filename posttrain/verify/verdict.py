@@ -2,8 +2,8 @@ r"""A judge's verdict: "Yes", "No", "A" or "B", read from its reply (SPARK's jud
 
 SPARK (arXiv 2509.22624) trains the policy to judge answers pointwise ("is this correct? Yes/No", or
 "A: correct / B: incorrect") and pairwise ("which of (A)/(B) is correct?"). The verdict is read like an
-answer (by default SPARK's rule, the first ``oxed{}``; ``ox{}``, which SPARK's own prompts ask
-for, is read too) and normalised: ``	ext{}``-style wrappers, parentheses, quotes and full stops are
+answer (by default SPARK's rule, the first ``\boxed{}``; ``\box{}``, which SPARK's own prompts ask
+for, is read too) and normalised: ``\text{}``-style wrappers, parentheses, quotes and full stops are
 removed and the words are matched case-insensitively. Used by the ``spark_judge`` reward and by
 ``posttrain eval --judge`` / ``generate --reflect``.
 """

@@ -37,6 +37,13 @@ class SparkConfig:
     """Tasks waiting at most; beyond it the oldest are dropped (logged as ``recycle/dropped``)."""
     seed: int = 0
     """Seed of the random choices (mixed with the step, identical on every process)."""
+    verdict_prefix: str | None = None
+    """Text that begins the judge's reply, e.g. ``"Judgement: \\boxed{"``: the judge prompt ends with it as
+    an assistant message the model continues, so a small model's next tokens are its verdict (a 135M
+    model otherwise rarely writes one that can be read). Used the same way in training (recycled judge
+    tasks, ``spark_judge`` reads prefix + completion) and at inference (``posttrain eval --judge``,
+    ``generate --reflect``). null (default): the reply is the model's own from its first token, as in
+    SPARK."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.pointwise_share <= 1:
@@ -49,5 +56,9 @@ class SparkConfig:
                 raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"spark.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
+        if self.verdict_prefix is not None and not isinstance(self.verdict_prefix, str):
+            raise ConfigError(
+                f"spark.verdict_prefix must be a string (e.g. 'Judgement: \\boxed{{') or null, got {self.verdict_prefix!r}."
+            )
         if not 0 < self.ratio <= 1:
             raise ConfigError(f"spark.ratio must be in (0, 1], got {self.ratio}.")

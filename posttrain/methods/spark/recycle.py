@@ -41,7 +41,7 @@ from typing import Any
 from posttrain.methods.spark import templates
 from posttrain.methods.spark.config import SCHEDULES, SparkConfig  # noqa: F401  (SCHEDULES: importable here as before)
 from posttrain.rewards import completion_text
-from posttrain.verify.math import score
+from posttrain.verify.math import get_extractor, score
 
 SOLVE = "solve"
 TASKS = ("pointwise", "pairwise", "reflection")
@@ -57,11 +57,17 @@ class Rollout:
 
 
 def _row(
-    source: dict[str, Any], text: str, task: str, label: str | None, step: int, n: int
+    source: dict[str, Any],
+    text: str,
+    task: str,
+    label: str | None,
+    step: int,
+    n: int,
+    verdict_prefix: str | None = None,
 ) -> dict[str, Any]:
     reflect = task == "reflection"
     return {
-        "prompt": templates.chat(text, source),
+        "prompt": templates.chat(text, source, None if reflect else verdict_prefix),
         "question": source.get("question") if reflect else text,
         # Judge rows have no math answer: `accuracy` must not score a verdict against it.
         "answer": source.get("answer") if reflect else None,
@@ -157,7 +163,7 @@ def build_tasks(
     for i, (source, rollouts) in enumerate(groups):
         made = judge_task(source, rollouts, rng, cfg.pointwise_share)
         if made is not None:
-            judge.append(_row(source, made[1], made[0], made[2], step, i))
+            judge.append(_row(source, made[1], made[0], made[2], step, i, cfg.verdict_prefix))
         if reflect_cap:
             text = reflection_task(source, rollouts, "cot" if i < half else "answer", rng)
             if text is not None:
@@ -176,8 +182,9 @@ class Recycler:
     """Scored hook: turn each training batch's solve groups into SPARK tasks and queue them.
 
     ``extract``: the answer policy of the method's ``accuracy`` reward, so that a judge label is exactly the
-    reward the rollout got (SPARK: ``first_boxed``). The answer shown to a judge is always the first
-    ``\\boxed{}`` (SPARK's rule); a rollout without one is never shown.
+    reward the rollout got (SPARK: ``first_boxed``). The answer shown to a judge is, with that policy, the
+    first ``\\boxed{}`` (SPARK's rule); with another (e.g. ``lenient`` for a task that asks for a bare
+    number), the answer that policy reads. A rollout without one is never shown.
     """
 
     def __init__(
@@ -191,6 +198,9 @@ class Recycler:
         self.queue = queue
         self.log = log
         self.extract = extract
+        # SPARK's rule (the first box, even unclosed) with SPARK's policy; otherwise the answer exactly as
+        # the accuracy reward read it (a task that asks for a bare number shows that number).
+        self.shown = shown_answer if extract == "first_boxed" else get_extractor(extract)
 
     def __call__(self, batch) -> None:
         # Seeded per generation batch, not per optimizer step: two batches of one step draw differently.
@@ -208,7 +218,7 @@ class Recycler:
             rollouts = []
             for text in map(completion_text, batch.completions[start : start + g]):
                 ok = score(text, source.get("answer"), source.get("verifier") or None, self.extract) >= 1.0
-                rollouts.append(Rollout(text=text, answer=shown_answer(text), correct=ok))
+                rollouts.append(Rollout(text=text, answer=self.shown(text), correct=ok))
             groups.append((source, rollouts))
         rng = random.Random(f"{self.cfg.seed}:{draw}")
         rows, stats = build_tasks(groups, self.cfg, rng, draw, batch_groups=len(batch.rows) // g)

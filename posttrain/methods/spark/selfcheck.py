@@ -154,8 +154,11 @@ def solve_judge_reflect(
     rounds: int = 2,
     initial: list[str] | None = None,
     extract: str = ANSWER_POLICY,
+    verdict_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the test-time loop (module docstring) over ``rows``; one record per row.
+
+    ``verdict_prefix`` (``spark.verdict_prefix``) begins each judge reply, as in training.
 
     ``initial``: the rows' solve completions when already generated (see :func:`solve`); the solve
     stage then costs nothing here but still counts as one call per row.
@@ -192,6 +195,7 @@ def solve_judge_reflect(
             chat(
                 JUDGE_TEMPLATE.format(question=rows[i]["question"], answer=records[i]["final_answer"]),
                 rows[i],
+                verdict_prefix,
             )
             for i in asked
         ]
@@ -276,6 +280,7 @@ def judge_eval(
     sampler: Sampler,
     rng: random.Random,
     extract: str = ANSWER_POLICY,
+    verdict_prefix: str | None = None,
 ) -> tuple[dict[str, float | int | None], list[dict[str, Any]]]:
     """Judge accuracy of the policy on its own sampled answers; returns (metrics, task records).
 
@@ -323,7 +328,7 @@ def judge_eval(
                 tasks.append(
                     {**base, "kind": "pointwise", "answer": answer, "answer_correct": ok, "label": label}
                 )
-                prompts.append(chat(text, row))
+                prompts.append(chat(text, row, verdict_prefix))
         if right is not None and wrong is not None:
             correct_first = n_pairs % 2 == 0
             n_pairs += 1
@@ -331,7 +336,7 @@ def judge_eval(
             text = rng.choice(PAIRWISE).format(question=row["question"], answer_a=a, answer_b=b)
             label = "A" if correct_first else "B"
             tasks.append({**base, "kind": "pairwise", "answer_a": a, "answer_b": b, "label": label})
-            prompts.append(chat(text, row))
+            prompts.append(chat(text, row, verdict_prefix))
     for task, text in zip(tasks, _call(generate, prompts)):
         verdict = judge_verdict(text)
         task.update(judge=text, verdict=verdict, right=verdict == task["label"])

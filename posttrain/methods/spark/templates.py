@@ -601,14 +601,16 @@ def reflection(question: str, wrong_text: str, mode: str, rng: random.Random) ->
     raise ValueError(f"reflection: `mode` must be one of {list(REFLECT_MODES)}, got {mode!r}.")
 
 
-def chat(text: str, row: dict) -> list[dict[str, str]]:
+def chat(text: str, row: dict, reply_prefix: str | None = None) -> list[dict[str, str]]:
     """A judge or reflection prompt as the policy sees it, in training and at inference alike: the source
     row's system message(s), if any, then ``text`` as one user turn (SPARK's auxiliary prompts are single
-    user turns under the same system prompt as the task's own).
+    user turns under the same system prompt as the task's own). ``reply_prefix`` (``spark.verdict_prefix``,
+    judge prompts only) begins the model's reply as an assistant message it continues (posttrain/chat.py).
 
     >>> chat("Is 4 right?", {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]})
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Is 4 right?'}]
     """
     prompt = row.get("prompt")
     system = [m for m in prompt if m.get("role") == "system"] if isinstance(prompt, list) else []
-    return [*system, {"role": "user", "content": text}]
+    reply = [{"role": "assistant", "content": reply_prefix}] if reply_prefix else []
+    return [*system, {"role": "user", "content": text}, *reply]

@@ -9,7 +9,8 @@ of 0.001, clip 0.2. Every prompt votes with ``num_generations`` samples and ``me
 them are trained on (TTRL: 64 and 32): :class:`VoteSubset`, a selection hook, keeps every (G/k)-th
 sample of each group after the rewards saw the whole group and recomputes the advantages over the kept
 samples alone, as TTRL's ``_select_top_k_per_prompt`` does (every (G/k)-th rather than the first k, so
-that each process keeps as many rows when a group spans several). docs/methods.md, "Test-time RL".
+that each process keeps as many rows when a group spans several). Both install a label-free watch on
+the majority's flips and lock-in (lockin.py, after TTRL-Guard). docs/methods.md, "Test-time RL".
 """
 
 from __future__ import annotations
@@ -22,12 +23,23 @@ from posttrain.errors import ConfigError
 from posttrain.methods.base import PLAIN, Method
 
 _PRESET = {**PLAIN, "loss_type": "bnpo", "scale_rewards": "group", "beta": 0.001}
+_VOTES = ("ttrl_majority", "ttrv_frequency")
+
+
+def install_watch(trainer, recipe) -> None:
+    """The label-free lock-in watch (lockin.py), reading answers as the recipe's vote does."""
+    from posttrain.methods.ttrl.lockin import MajorityWatch
+
+    extract = next((r.kwargs.get("extract", "boxed") for r in recipe.rewards if r.name in _VOTES), "boxed")
+    trainer.scored_hooks.append(MajorityWatch(extract=extract, log=trainer.log_metric))
+
 
 TTRL = Method(
     name="ttrl",
     summary="TTRL (arXiv 2504.16084): reward = agreement with the group's majority vote, no labels",
     preset=_PRESET,
     rewards=({"name": "ttrl_majority", "weight": 1.0, "kwargs": {"extract": "boxed"}},),
+    installs=(install_watch,),
 )
 
 # TTRV's entropy term in its per-sample form: the paper's group form is a constant per group that GRPO
@@ -43,6 +55,7 @@ TTRV = Method(
             "kwargs": {"entropy_weight": 0.75, "entropy": "sample", "extract": "qwen_math"},
         },
     ),
+    installs=(install_watch,),
 )
 
 
