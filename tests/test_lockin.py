@@ -1,6 +1,6 @@
 """The majority watch of test-time RL (posttrain/methods/ttrl/lockin.py): flips and lock-in, label-free.
 
-    pytest tests/test_lockin.py -q
+pytest tests/test_lockin.py -q
 """
 
 from __future__ import annotations
