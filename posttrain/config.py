@@ -497,6 +497,29 @@ def _resolve_flag(key: str) -> tuple[str, str]:
     raise _unknown_key_error(key, "the command-line flags")
 
 
+def _set_section(sections: dict[str, Any], key: str, value: Any) -> None:
+    """``--rewards LIST`` replaces the reward list; ``--SECTION MAPPING`` sets several keys of a section."""
+    if key == "rewards":
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"--rewards takes the whole reward list as YAML, e.g. --rewards '[{{name: accuracy, weight: 1.0}}]', "
+                f"got {value!r}; or list the rewards in the recipe file."
+            )
+        sections["rewards"] = value
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--{key} is a section: set one of its keys with --{key}.KEY VALUE, or several as YAML, e.g. "
+            f"--{key} '{{KEY: VALUE}}'; got {value!r}."
+        )
+    current = sections.setdefault(key, {})
+    if not isinstance(current, dict):
+        raise ConfigError(f"`{key}` must be a mapping to take --{key}.")
+    current.update(value)
+
+
 def load_recipe(
     path: str | Path | None,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -514,6 +537,9 @@ def load_recipe(
         sections = _shorthands(read_yaml(path) if path is not None else {})
     flags = parse_flags(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in flags.items():
+        if key == "rewards" or (key in _all_keys() and key not in SECTION_FLAGS):
+            _set_section(sections, key, value)
+            continue
         section, name = _resolve_flag(key)
         current = sections.get(section)
         if current is None:

@@ -5,6 +5,7 @@ pytest tests/test_config.py -q
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -451,3 +452,35 @@ def test_objective_variant_errors(tmp_path, text, phrases):
         load_recipe(_write(tmp_path, text)).grpo_config()
     for phrase in phrases:
         assert phrase in str(info.value)
+
+
+def test_whole_sections_as_flags():
+    recipe = load_recipe(
+        None,
+        [
+            "--data.generator",
+            "chain_sum",
+            "--rewards",
+            "[{name: accuracy, weight: 2}]",
+            "--eval",
+            "{num_samples: 3}",
+        ],
+    )
+    assert [(r.name, r.weight) for r in recipe.rewards] == [("accuracy", 2.0)]
+    assert recipe.eval.num_samples == 3
+    assert (
+        load_recipe(None, {"data.generator": "chain_sum", "rewards": {"name": "format"}}).rewards[0].name
+        == "format"
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--rewards", "accuracy"], "--rewards takes the whole reward list as YAML"),
+        (["--eval", "3"], "--eval is a section: set one of its keys with --eval.KEY VALUE"),
+    ],
+)
+def test_a_section_flag_without_yaml_says_how_to_set_it(flags, phrase):
+    with pytest.raises(ConfigError, match=re.escape(phrase)):
+        load_recipe(None, ["--data.generator", "chain_sum", *flags])

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from posttrain import chat
 from posttrain.retrieval.tool import NO_RESULTS, format_documents
 
 IGNORE = -100  # labels the loss skips (transformers' convention)
@@ -54,10 +55,9 @@ def direct_trajectory(answer: str) -> list[Segment]:
 
 
 def encode(tokenizer, prompt: list[dict], segments: list[Segment]) -> dict[str, list[int]]:
-    """``input_ids`` and ``labels`` (-100 on the prompt and on untrained segments), ending in EOS."""
-    ids = list(
-        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-    )
+    """``input_ids`` and ``labels`` (-100 on the prompt and on untrained segments), ending in EOS. A prompt
+    ending in an assistant message is continued (posttrain/chat.py)."""
+    ids = chat.encode(tokenizer, prompt)
     labels = [IGNORE] * len(ids)
     for seg in segments:
         part = tokenizer(seg.text, add_special_tokens=False)["input_ids"]
