@@ -4,7 +4,7 @@ Setting (:mod:`bench.proofs.knowledge`): common-fact questions SmolLM2-135M answ
 (``known``: at least half of 8 samples at T = 0.5 right, decided on the base model as MASH decides it)
 mixed with questions about invented entities whose answers exist only in the search corpus. The corpus
 (BM25, one sentence per fact of both kinds) answers every question, so a search never hurts; under
-pay-per-search it only costs. Held out: 90 known and 110 invented questions; trained on the rest of the
+pay-per-search it only costs. Held out: up to 90 known questions (half of those the base model knows) and invented ones up to 200; trained on the rest of the
 known ones and as many invented ones.
 
 Both arms start from one warm start (MASH's shape, :mod:`posttrain.methods.mash.warmstart`: two thirds of
@@ -31,7 +31,14 @@ from bench.proofs.knowledge import common_facts, invented_facts
 from bench.stats import mean_over
 
 KNOWN_SAMPLES, KNOWN_TEMPERATURE, KNOWN_AT = 8, 0.5, 0.5
-EVAL_KNOWN, EVAL_INVENTED = 90, 110
+# A shorter wording of the search prompt's instruction (posttrain.rollout.tools.SEARCH_PROMPT has 110
+# tokens): on 2 CPU cores the update's cost grows with every prompt token.
+PROMPT = (
+    "Answer the question. If you do not know the answer, search for it: <search> query </search>; the "
+    "result comes back in <document> </document>. Searches cost. Give the short answer in <answer> </answer>."
+    "\nQuestion: {question}\n"
+)
+EVAL_KNOWN = 90  # held-out known questions at most (about half of what the base model knows)
 MAX_TOKENS = 96
 
 
@@ -120,6 +127,7 @@ class MashProof(Setting):
             "data.answer_field": "answers",
             "data.answer_format": "raw",
             "data.keep_columns": ["known", "kind"],
+            "data.prompt_template": PROMPT,
             "method.name": "mash",
             "search.enabled": True,
             "search.retriever": str(data / "corpus.jsonl"),
@@ -132,10 +140,12 @@ class MashProof(Setting):
             "learning_rate": 1e-5,
             "lr_scheduler_type": "constant",
             "num_generations": 8,
-            "per_device_train_batch_size": 32,
+            "per_device_train_batch_size": 16,
             "max_completion_length": MAX_TOKENS,
             "temperature": 0.7,
             "beta": 0.0,
+            # MASH's entropy bonus (0.001) is off: on 2 cores it costs as much as the rest of the update.
+            "entropy_coef": 0.0,
             "eval.before": False,
             "eval.after": False,
             "run.time_budget": None,
@@ -152,9 +162,8 @@ class MashProof(Setting):
         from posttrain.data import DataConfig, load_datasets
         from posttrain.methods.mash.config import SearchConfig
 
-        options = {
-            k: ctx.extra.pop(k) for k in ("warm_examples", "warm_lr", "known_questions") if k in ctx.extra
-        }
+        names = ("warm_examples", "warm_lr", "warm_share", "warm_epochs", "known_questions")
+        options = {k: ctx.extra.pop(k) for k in names if k in ctx.extra}
         data = ctx.runs_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         ctx.state["data_dir"] = data
@@ -163,10 +172,7 @@ class MashProof(Setting):
         knowable = [f for f in known if f["known"]]
         rng.shuffle(knowable)
         eval_known = min(EVAL_KNOWN, len(knowable) // 2)
-        eval_invented = (
-            EVAL_INVENTED if ctx.eval_size >= EVAL_KNOWN + EVAL_INVENTED else ctx.eval_size - eval_known
-        )
-        eval_invented = max(eval_invented, 1)
+        eval_invented = max(ctx.eval_size - eval_known, 1)  # the rest of the held-out questions
         train_known = knowable[eval_known:]
         n_invented = max(len(train_known), 8)  # as many as known ones (a model that knows nothing: a few)
         invented = [_row(f, known=False) for f in invented_facts(eval_invented + n_invented + 200, seed=0)]
@@ -194,7 +200,12 @@ class MashProof(Setting):
         warm_cfg = DataConfig(**{**recipe.data.__dict__, "path": str(data / "warm.jsonl")})
         _write(data / "warm.jsonl", warm_rows[: int(options.get("warm_examples", 300))])
         ctx.state["start_model"] = self._warm_start(
-            ctx, recipe, warm_cfg, float(options.get("warm_lr", 1e-4))
+            ctx,
+            recipe,
+            warm_cfg,
+            lr=float(options.get("warm_lr", 1e-4)),
+            share=float(options.get("warm_share", 0.8)),
+            epochs=float(options.get("warm_epochs", 2)),
         )
 
     def _known(self, ctx: Context, data: Path, limit) -> list[dict]:
@@ -227,7 +238,7 @@ class MashProof(Setting):
         path.write_text(json.dumps(rows))
         return rows
 
-    def _warm_start(self, ctx: Context, recipe, warm_cfg, lr: float) -> str:
+    def _warm_start(self, ctx: Context, recipe, warm_cfg, lr: float, share: float, epochs: float) -> str:
         from posttrain.data import load_datasets
         from posttrain.methods.mash.warmstart import warm_start, warm_start_examples
         from posttrain.models import load_model
@@ -252,7 +263,12 @@ class MashProof(Setting):
         warm_start(model, tokenizer, examples, str(out / "tmp"), epochs=1, learning_rate=lr)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        ctx.state["report"]["warm_start"] = {"examples": len(examples), "learning_rate": lr}
+        ctx.state["report"]["warm_start"] = {
+            "examples": len(examples),
+            "learning_rate": lr,
+            "search_share": share,
+            "epochs": epochs,
+        }
         return str(out)
 
     # -------------------------------------------------------------------------------------- evaluation

@@ -1,0 +1,153 @@
+"""The proof harness (bench/methods.py): one tiny-model smoke run per method, and its statistics.
+
+    pytest tests/test_bench_methods.py -q
+
+Each smoke run is one seed, two steps, a few held-out questions: it checks that the setting builds its
+data and recipes, trains every arm, evaluates, and reports every figure with an interval and the
+headline line. The numbers mean nothing on a random tiny model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMOKE = {
+    "grpo": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
+    "spark": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4", "--judge_warm_start", "8"],
+    "gcpo": ["--train_size", "32", "--per_device_train_batch_size", "8", "--num_generations", "4"],
+    "mash": ["--per_device_train_batch_size", "8", "--num_generations", "4", "--known_questions", "24", "--warm_examples", "8"],
+    "ttrl": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
+    "ttrv": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
+}  # fmt: skip
+LENGTH = {"ttrl": "--trainer.max_completion_length", "ttrv": "--trainer.max_completion_length"}
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda name: importlib.import_module(f"bench.{name}")
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("method", list(SMOKE))
+def test_harness_smoke(bench, method, tiny_model, tmp_path, capsys):
+    out = tmp_path / f"{method}.json"
+    argv = ["--method", method, "--model", tiny_model, "--seeds", "1", "--max_steps", "2", "--eval_size", "8"]
+    argv += [
+        "--out",
+        str(out),
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        LENGTH.get(method, "--max_completion_length"),
+    ]
+    argv += ["16" if method == "mash" else "8", *SMOKE[method]]
+    headline = bench("methods").main(argv)
+
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    from bench.common import parse_headline
+
+    parsed = parse_headline(last)
+    assert list(parsed)[:3] == [f"{method}_effect", f"{method}_ci_low", f"{method}_ci_high"]
+    assert set(parsed) == set(headline)
+    result = json.loads(out.read_text())
+    assert result["complete"] and result["seeds"] == [0]
+    setting = bench("methods").load_setting(method)
+    assert set(result["figures"]) == {f.name for f in setting.figures}
+    for figure in result["figures"].values():
+        assert len(figure["per_seed"]) == 1 and {"mean", "ci_low", "ci_high"} <= set(figure)
+    for arm in setting.arms:
+        run = result["runs"][0]["arms"][arm.name]
+        assert run["steps"] == 2 and "after" in run["phases"]
+    assert out.with_suffix(".png").exists()
+    for key in headline:
+        same = result[key] == pytest.approx(headline[key], nan_ok=True)
+        assert same or (math.isnan(result[key]) and math.isnan(headline[key]))
+
+
+def test_resume_keeps_finished_runs(bench, tiny_model, tmp_path, capsys):
+    out, runs = tmp_path / "grpo.json", tmp_path / "runs"
+    argv = [
+        "--method",
+        "grpo",
+        "--model",
+        tiny_model,
+        "--max_steps",
+        "1",
+        "--eval_size",
+        "4",
+        "--out",
+        str(out),
+    ]
+    argv += ["--runs_dir", str(runs), "--max_completion_length", "8", *SMOKE["grpo"]]
+    bench("methods").main([*argv, "--seeds", "1"])
+    first = json.loads(out.read_text())["runs"][0]
+    bench("methods").main([*argv, "--seeds", "2", "--resume"])
+    result = json.loads(out.read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    assert result["runs"][0] == first  # seed 0 was not run again
+
+
+# --------------------------------------------------------------------------------------------------
+# bench/stats.py
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_questions():
+    from bench.stats import bootstrap, mean_over
+
+    rng = np.random.default_rng(0)
+    small = rng.binomial(1, 0.3, size=(3, 50)).astype(float)
+    large = rng.binomial(1, 0.3, size=(3, 2000)).astype(float)
+
+    def figure(data):
+        return lambda s, q: float(np.mean([mean_over(data[i], q) for i in s]))
+
+    a, b = bootstrap(figure(small), 3, 50), bootstrap(figure(large), 3, 2000)
+    assert a.low <= a.mean <= a.high and b.low <= b.mean <= b.high
+    assert (b.high - b.low) < (a.high - a.low)
+    assert abs(b.mean - 0.3) < 0.03
+
+
+def test_bootstrap_detects_a_real_difference_and_not_a_null_one():
+    from bench.stats import bootstrap
+
+    rng = np.random.default_rng(1)
+    base = rng.binomial(1, 0.3, size=(3, 400)).astype(float)
+    better = np.clip(base + rng.binomial(1, 0.2, size=base.shape), 0, 1)  # +~0.14 on the same questions
+    same = rng.binomial(1, 0.3, size=(3, 400)).astype(float)
+
+    def diff(x, y):
+        return lambda s, q: float(np.mean([x[i][q].mean() - y[i][q].mean() for i in s]))
+
+    assert bootstrap(diff(better, base), 3, 400).excludes_zero()
+    assert not bootstrap(diff(same, base), 3, 400).excludes_zero()
+
+
+def test_balanced_accuracy_does_not_reward_a_judge_that_always_says_no():
+    from bench.stats import balanced_accuracy
+
+    labels = [True] * 10 + [False] * 90
+    assert balanced_accuracy(labels, [False] * 100) == 0.5  # plain accuracy would be 0.9
+    assert balanced_accuracy(labels, labels) == 1.0
+    assert balanced_accuracy(labels, [None] * 100) == 0.0  # unreadable verdicts are wrong
+    assert math.isnan(balanced_accuracy([True, True], [True, False]))  # one class only
+
+
+def test_undefined_replicates_are_dropped():
+    from bench.stats import bootstrap
+
+    ci = bootstrap(lambda s, q: math.nan, 2, 10)
+    assert math.isnan(ci.mean) and math.isnan(ci.low)
+    seeds_only = bootstrap(lambda s, q: float(np.mean([[0.1, 0.3][i] for i in s])), 2, 0)
+    assert seeds_only.low >= 0.1 and seeds_only.high <= 0.3 and seeds_only.mean == pytest.approx(0.2)
