@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from posttrain.checkpoints import resume_point
 from posttrain.config import Recipe, load_recipe, parse_duration
 from posttrain.distributed import relaunch, should_relaunch
 from posttrain.errors import ConfigError, DataError, OutputDirError
+from posttrain.preempt import Preemption
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +40,9 @@ RUN_MARKERS = (
 
 def check_output_dir(recipe: Recipe) -> str | None:
     """Refuse to clobber an earlier run; return the checkpoint to resume from, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = recipe.output_dir
     if recipe.run.resume:
-        checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if checkpoint is None:
-            raise OutputDirError(
-                f"--resume was given but {out} holds no checkpoint-* folder. Run without --resume to start "
-                "afresh, or point --output_dir at the run to resume."
-            )
-        return checkpoint
+        return resume_point(out)  # the newest complete checkpoint; newer broken ones are named
     if out.is_dir():
         found = [m for m in RUN_MARKERS if (out / m).exists()] + sorted(
             p.name for p in out.glob("checkpoint-*")
@@ -149,7 +143,8 @@ def run(
     elif (out / "eval_before.json").exists():
         evals["before"] = json.loads((out / "eval_before.json").read_text())
 
-    callbacks = [MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])]
+    preemption = Preemption()  # SIGTERM: finish the step, checkpoint, exit 0 (posttrain/preempt.py)
+    callbacks = [MetricsJsonl(out / "metrics.jsonl"), preemption, *(callbacks or [])]
     if recipe.run.time_budget is not None:
         callbacks.append(TimeBudget(parse_duration(recipe.run.time_budget)))
     trainer = PosttrainTrainer(
@@ -179,6 +174,8 @@ def run(
         if trainer.rollout_engine is not None:
             trainer.rollout_engine.close()
     train_seconds = time.monotonic() - start
+    if preemption.requested:
+        return _preempted(recipe, trainer.state.global_step, train_seconds, evals)
     trainer.save_model(str(out))
 
     if state.is_main_process:
@@ -197,7 +194,25 @@ def run(
     return summary
 
 
+def _preempted(recipe: Recipe, step: int, train_seconds: float, evals: dict) -> dict[str, Any]:
+    out = recipe.output_dir
+    command = f"posttrain train {out / 'recipe.yaml'} --resume"
+    logger.warning(
+        "Stopped by SIGTERM after step %d; checkpoint-%d written. Resume with:\n  %s", step, step, command
+    )
+    return {
+        "output_dir": str(out),
+        "steps": step,
+        "train_seconds": round(train_seconds, 1),
+        "eval": evals,
+        "preempted": True,
+        "resume": command,
+    }
+
+
 def format_summary(summary: dict[str, Any]) -> str:
+    if summary.get("preempted"):
+        return f"Stopped by SIGTERM after step {summary['steps']}. Resume with: {summary['resume']}"
     lines = [
         f"Trained {summary['steps']} steps in {summary['train_seconds']:.0f} s -> {summary['output_dir']}"
     ]

@@ -27,7 +27,6 @@ reply: posttrain/chat.py), ``_generate_single_turn``, ``_compute_loss``,
 from __future__ import annotations
 
 import copy
-import os
 import time
 from typing import Any
 
@@ -38,6 +37,7 @@ from trl import GRPOTrainer
 from posttrain import state as checkpoint_state
 from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
+from posttrain.checkpoints import save_atomically
 from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
@@ -297,12 +297,13 @@ class PosttrainTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            checkpoint_state.save(
-                folder, self.reward_plugins, self.queue, self.feed, self._generations, self.scored_hooks
-            )
+        def write(folder: str) -> None:
+            GRPOTrainer._save_checkpoint(self, model, trial)
+            if self.args.should_save:
+                state = (self.reward_plugins, self.queue, self.feed, self._generations, self.scored_hooks)
+                checkpoint_state.save(folder, *state)
+
+        save_atomically(self, trial, write)  # staged, sealed with a manifest, then renamed
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
