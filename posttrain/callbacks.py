@@ -45,3 +45,30 @@ class TimeBudget(TrainerCallback):
             )
             control.should_training_stop = True
         return control
+
+
+def roll_back_metrics(path: str | Path, step: int) -> int:
+    """Resuming from ``checkpoint-<step>``: rows logged after it would be logged again, so move them to
+    ``metrics.rolled_back.jsonl`` (kept, never deleted) and keep ``metrics.jsonl`` up to ``step``.
+    Returns how many rows moved; the rewrite is atomic (a temporary file renamed over the old one)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    keep, moved = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row_step = json.loads(line).get("step", 0)
+        except ValueError:  # a line cut off by a kill: nothing after it was logged
+            moved.append(line)
+            continue
+        (moved if row_step > step else keep).append(line)
+    if moved:
+        with open(path.with_name("metrics.rolled_back.jsonl"), "a") as f:
+            f.write("".join(line + "\n" for line in moved))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+        logger.info("Resuming at step %d: moved %d later metrics rows to %s.", step, len(moved), f.name)
+    return len(moved)

@@ -55,10 +55,14 @@ def check_output_dir(recipe: Recipe) -> str | None:
     return None
 
 
-def _prepare_output_dir(recipe: Recipe) -> None:
+def _prepare_output_dir(recipe: Recipe, checkpoint: str | None) -> None:
+    from posttrain.callbacks import roll_back_metrics
+
     out = recipe.output_dir
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
+    if checkpoint is not None:  # no step row twice: rows after the checkpoint are logged again
+        roll_back_metrics(metrics, int(checkpoint.rsplit("-", 1)[-1]))
     if metrics.exists() and not recipe.run.resume:
         # --overwrite: keep the earlier run's metrics under a new name rather than destroying them.
         metrics.rename(out / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
@@ -113,7 +117,7 @@ def run(
     checkpoint = check_output_dir(recipe)  # every process checks before any process writes
     state.wait_for_everyone()
     if state.is_main_process:
-        _prepare_output_dir(recipe)
+        _prepare_output_dir(recipe, checkpoint)
     out = recipe.output_dir
     logger.info("Hardware: %s", describe_hardware())
 

@@ -182,6 +182,20 @@ def test_resume_continues_from_the_last_checkpoint(setup, first_run, tmp_path):
     assert (out / "eval_before.json").read_bytes() == eval_before  # not re-evaluated on resume
 
 
+def test_resume_past_a_broken_checkpoint_logs_each_step_once(setup, first_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(setup["base"] / "run", out)
+    (out / "checkpoint-2" / "model.safetensors").write_bytes(b"cut short")  # killed while copying, say
+    old_step_2 = [m for m in _metrics(out / "metrics.jsonl") if m.get("step") == 2]
+    args = [str(setup["recipe"]), "--output_dir", str(out), "--resume", "--max_steps", "3"]
+    result = _run([*_posttrain(), "train", *args], setup["env"], setup["base"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Not resuming from checkpoint-2: model.safetensors has 9 bytes" in result.stderr
+    steps = [m["step"] for m in _metrics(out / "metrics.jsonl") if "loss" in m]
+    assert steps == [1, 2, 3]  # step 2 trained again from checkpoint-1, and logged once
+    assert _metrics(out / "metrics.rolled_back.jsonl") == old_step_2  # the first attempt's rows, kept
+
+
 def test_overwrite_through_the_module_entry_point(setup, first_run, tmp_path):
     """`python -m posttrain.train` is what `accelerate launch -m` runs."""
     out = tmp_path / "run"
