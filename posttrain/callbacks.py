@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +28,29 @@ class MetricsJsonl(TrainerCallback):
             f.write(json.dumps({"step": state.global_step, **clean}) + "\n")
 
 
-class TimeBudget(TrainerCallback):
-    """Stops training once the wall time since ``on_train_begin`` exceeds ``seconds``."""
+class TimeBudget(TrainerCallback, ExportableState):
+    """Stops training once the training wall time exceeds ``seconds``. The time spent is saved with
+    every checkpoint (``trainer_state.json``), so a resumed run only gets what is left of the budget."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, spent: float = 0.0):
         self.seconds = seconds
+        self.spent = spent  # before this process started training
         self.start = None
 
+    def state(self) -> dict:
+        return {"args": {"seconds": self.seconds}, "attributes": {"spent": self.elapsed()}}
+
+    def elapsed(self) -> float:
+        return self.spent + (time.monotonic() - self.start if self.start is not None else 0.0)
+
     def on_train_begin(self, args, state, control, **kwargs):
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict) and state.global_step > 0:  # resumed: the checkpoint's time counts
+            self.spent = float(saved.get("attributes", {}).get("spent", 0.0))
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        elapsed = time.monotonic() - self.start
+        elapsed = self.elapsed()
         if elapsed >= self.seconds:
             logger.info(
                 "Time budget of %.0f s reached after %d steps: stopping.", self.seconds, state.global_step

@@ -133,3 +133,30 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_space(
     assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]
     assert check(tmp_path / "checkpoint-1") is None
     assert not checkpoints.staging_dir(tmp_path).exists()
+
+
+def test_a_resumed_run_only_gets_what_is_left_of_its_time_budget(tiny_model, math_jsonl, tmp_path):
+    from posttrain.callbacks import TimeBudget
+
+    first = make_trainer(
+        tiny_model,
+        math_jsonl,
+        [RewardPlugin(Counter(), "counter")],
+        tmp_path,
+        save_strategy="steps",
+        save_steps=1,
+    )
+    first.add_callback(TimeBudget(3600))
+    first.train()
+    saved = json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text())
+    spent = saved["stateful_callbacks"]["TimeBudget"]["attributes"]["spent"]
+    assert spent > 0
+
+    # Resumed with a budget the first step already used up: it stops after one more step.
+    resumed = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(Counter(), "counter")], tmp_path, max_steps=5
+    )
+    budget = TimeBudget(spent)
+    resumed.add_callback(budget)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert budget.spent == pytest.approx(spent) and resumed.state.global_step == 2
