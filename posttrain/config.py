@@ -36,6 +36,7 @@ from posttrain.methods import get_method, method_names, section_class
 from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
+from posttrain.trainer_values import check_trainer_values
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
 # on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely, and
@@ -234,6 +235,7 @@ class Recipe:
                 raise ConfigError(f"trainer.{key} must be a number, got {value!r}.")
         if kwargs.get("fp16") and kwargs.get("bf16"):
             kwargs["bf16"] = False
+        check_trainer_values(kwargs)  # what torch would reject only once training starts
         try:
             args = GRPOConfig(**kwargs)
         except (ValueError, TypeError) as exc:

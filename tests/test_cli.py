@@ -298,6 +298,11 @@ def _boom_row_completion() -> str:
         ("missing-column", ["has no column 'question'", "data.question_field"]),
         # The data file is empty.
         ("empty-data", ["has no rows"]),
+        # Values torch would reject only once training starts (a traceback, before).
+        ("negative-lr", ["trainer.learning_rate must be a number >= 0, got -1e-05", "--learning_rate"]),
+        ("zero-temperature", ["trainer.temperature must be a number > 0, got 0"]),
+        ("one-generation", ["trainer.num_generations must be a whole number >= 2, got 1"]),
+        ("zero-max-steps", ["trainer.max_steps must be a positive whole number", "got 0"]),
         # The model folder does not exist.
         ("missing-model", ["does not exist", "model.name_or_path"]),
         # A plugin that raises: named, with the row and the completion it failed on.
@@ -341,6 +346,14 @@ def test_bad_input_is_one_clear_message(run_cli, tiny_model, math_jsonl, tmp_pat
             sections["eval"] = {"before": True}
         elif case == "resume-nothing":
             flags = ["--resume"]
+        elif case in ("negative-lr", "zero-temperature", "one-generation", "zero-max-steps"):
+            key, value = {
+                "negative-lr": ("learning_rate", -1e-5),
+                "zero-temperature": ("temperature", 0),
+                "one-generation": ("num_generations", 1),
+                "zero-max-steps": ("max_steps", 0),
+            }[case]
+            sections["trainer"] = {key: value}
         recipe = _recipe(tmp_path, tiny_model, data, **sections)
     SEEN.clear()
     status, err = run_cli("train", str(recipe), *flags)
