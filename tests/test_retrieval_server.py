@@ -150,6 +150,19 @@ def test_malformed_request_is_a_4xx_and_the_server_keeps_serving(served, index, 
     assert RetrievalClient(server.url).search(["Super Bowl 50"], 2) == index.search(["Super Bowl 50"], 2)
 
 
+def test_an_oversized_body_is_a_413_and_the_server_keeps_serving(index):
+    server = ThreadServer(create_app(index, max_body=4096))
+    try:
+        big = json.dumps({"queries": ["Nile " * 1000]}).encode()
+        answer = requests.post(f"{server.url}/search", data=big, timeout=5)
+        assert answer.status_code == 413 and "split the batch" in answer.json()["detail"]
+        chunked = requests.post(f"{server.url}/search", data=iter([big[:3000], big[3000:]]), timeout=5)
+        assert chunked.status_code == 413  # no Content-Length: counted while reading
+        assert RetrievalClient(server.url).search(["Super Bowl 50"], 2) == index.search(["Super Bowl 50"], 2)
+    finally:
+        server.stop()
+
+
 def test_wrong_method_and_path_are_4xx(served):
     server, _ = served
     assert requests.get(f"{server.url}/search", timeout=5).status_code == 405

@@ -158,8 +158,29 @@ class MicroBatcher:
             )  # fmt: skip
 
 
-def create_app(index: BM25Index, max_batch: int = 64) -> FastAPI:
-    """A FastAPI app serving ``index`` (anything with ``search(queries, k)`` and ``len()``)."""
+MAX_BODY = 1 << 20  # bytes of one search request; a batch of 256 long questions is ~50 KB
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes without reading the rest into memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def create_app(index: BM25Index, max_batch: int = 64, max_body: int = MAX_BODY) -> FastAPI:
+    """A FastAPI app serving ``index`` (anything with ``search(queries, k)`` and ``len()``); a request
+    body over ``max_body`` bytes gets a 413."""
     batcher = MicroBatcher(index.search, max_batch)
 
     @contextlib.asynccontextmanager
@@ -182,7 +203,10 @@ def create_app(index: BM25Index, max_batch: int = 64) -> FastAPI:
     @app.post("/search")
     async def search(request: Request):
         try:
-            queries, k = parse_search(await request.body())
+            queries, k = parse_search(await _read_body(request, max_body))
+        except _TooLarge:
+            detail = f"request body over {max_body} bytes: split the batch (or raise the server's --max_body)"
+            return _json({"detail": detail}, status=413)
         except ValueError as exc:
             return _json({"detail": str(exc)}, status=400)
         if not queries:
@@ -211,7 +235,9 @@ def _parser() -> argparse.ArgumentParser:
         default=str(DEFAULT_CORPUS),
         help="JSONL file, one {id, title, text} per line (default: the shipped SQuAD v1.1 dev passages)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (no auth!)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (no auth: read-only)"
+    )
     p.add_argument("--port", type=int, default=8001)
     p.add_argument(
         "--cache_dir",
@@ -219,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
         help="where built indexes are kept (default: $POSTTRAIN_CACHE/retrieval, else ~/.cache/posttrain/retrieval)",
     )
     p.add_argument("--max_batch", type=int, default=64, help="most queries searched together in one batch")
+    p.add_argument(
+        "--max_body", type=int, default=MAX_BODY, help="largest request body in bytes (413 beyond)"
+    )
     p.add_argument("--stem", action="store_true", help="stem words (needs PyStemmer)")
     return p
 
@@ -232,6 +261,14 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}.")
     if args.max_batch < 1:
         raise ConfigError(f"--max_batch must be at least 1, got {args.max_batch}.")
+    if args.max_body < 1024:
+        raise ConfigError(f"--max_body must be at least 1024 bytes, got {args.max_body}.")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "Serving on %s: any machine that can reach it can search the corpus (the server is read-only; "
+            "keep it on a private network).",
+            args.host,
+        )
     index = load_index(args.corpus, cache_dir=args.cache_dir, stem=args.stem)
     url = f"http://{args.host}:{args.port}"
     logger.info(
@@ -239,7 +276,9 @@ def main(argv: list[str]) -> None:
         "give the run this URL as its search source",
         len(index), args.corpus, url,
     )  # fmt: skip
-    uvicorn.run(create_app(index, args.max_batch), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(index, args.max_batch, args.max_body), host=args.host, port=args.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":
