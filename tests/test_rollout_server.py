@@ -46,10 +46,11 @@ TEXTS = ["What is 1+2?", "Hello", "The answer is"]
 class ThreadServer:
     """``build_app`` under uvicorn in a thread, on a free port; ``stop()`` is the server dying."""
 
-    def __init__(self, engine, info):
+    def __init__(self, engine, info, **app_kwargs):
         import uvicorn
 
-        config = uvicorn.Config(build_app(engine, info), host="127.0.0.1", port=0, log_level="warning")
+        app = build_app(engine, info, **app_kwargs)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -399,3 +400,45 @@ def test_vllm_server_round_trip(tmp_path):
         except BaseException:
             print(log.read_text()[-5000:])  # the server's side of the failure
             raise
+
+
+# ----------------------------------------------------------------------------- abuse
+
+
+def test_state_changes_need_the_token_and_bodies_have_limits(tiny_model, monkeypatch):
+    import requests
+
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    engine = HFEngine(load_model(ModelConfig(name_or_path=tiny_model))[0], tokenizer)
+    info = server_info(tiny_model, engine, model_signature(model.config), False)
+    server = ThreadServer(engine, info, token="s3cret", max_generate_body=2048)
+    try:
+        for path in ("/weights", "/sleep", "/wake_up"):
+            answer = requests.post(server.url + path, data=b"", timeout=5)
+            assert answer.status_code == 401 and "POSTTRAIN_SERVER_TOKEN" in answer.json()["detail"]
+        wrong = requests.post(server.url + "/sleep", headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        big = {"prompt_ids": [[1] * 2000], "n": 1}
+        answer = requests.post(server.url + "/generate", json=big, timeout=5)
+        assert answer.status_code == 413 and "--max_generate_body" in answer.json()["detail"]
+
+        # The trainer's client sends the token from the environment: generation and a weight push work.
+        monkeypatch.setenv("POSTTRAIN_SERVER_TOKEN", "s3cret")
+        remote = _client(server, model)
+        assert len(remote.generate(_prompts(tokenizer), 1, GREEDY).completion_ids) == len(TEXTS)
+        remote.sync_weights(model)
+        remote.close()
+        monkeypatch.setenv("POSTTRAIN_SERVER_TOKEN", "wrong")
+        with pytest.raises(RolloutError, match="401|token"):
+            _client(server, model).sync_weights(model)
+    finally:
+        server.stop()
+
+
+def test_serving_beyond_loopback_without_a_token_is_refused(monkeypatch):
+    from posttrain.errors import ConfigError
+    from posttrain.rollout.server import serve
+
+    monkeypatch.delenv("POSTTRAIN_SERVER_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="POSTTRAIN_SERVER_TOKEN"):
+        serve(engine=None, info={}, host="0.0.0.0", port=8000)

@@ -40,6 +40,7 @@ from fastapi import FastAPI, Request, Response
 from posttrain.errors import ConfigError, PosttrainError
 from posttrain.retrieval import DEFAULT_CORPUS, MAX_K, MAX_QUERIES_PER_REQUEST
 from posttrain.retrieval.index import BM25Index, Hit, load_index
+from posttrain.serving import BodyTooLarge, is_loopback, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -161,23 +162,6 @@ class MicroBatcher:
 MAX_BODY = 1 << 20  # bytes of one search request; a batch of 256 long questions is ~50 KB
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without reading the rest into memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
-
-
 def create_app(index: BM25Index, max_batch: int = 64, max_body: int = MAX_BODY) -> FastAPI:
     """A FastAPI app serving ``index`` (anything with ``search(queries, k)`` and ``len()``); a request
     body over ``max_body`` bytes gets a 413."""
@@ -203,8 +187,8 @@ def create_app(index: BM25Index, max_batch: int = 64, max_body: int = MAX_BODY) 
     @app.post("/search")
     async def search(request: Request):
         try:
-            queries, k = parse_search(await _read_body(request, max_body))
-        except _TooLarge:
+            queries, k = parse_search(await read_body(request, max_body))
+        except BodyTooLarge:
             detail = f"request body over {max_body} bytes: split the batch (or raise the server's --max_body)"
             return _json({"detail": detail}, status=413)
         except ValueError as exc:
@@ -263,7 +247,7 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"--max_batch must be at least 1, got {args.max_batch}.")
     if args.max_body < 1024:
         raise ConfigError(f"--max_body must be at least 1024 bytes, got {args.max_body}.")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(args.host):
         logger.warning(
             "Serving on %s: any machine that can reach it can search the corpus (the server is read-only; "
             "keep it on a private network).",

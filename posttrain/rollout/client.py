@@ -29,6 +29,7 @@ from posttrain.retrying import Refused, Unanswered, send, wait_until_up
 from posttrain.rollout.base import Rollouts, SamplingSettings
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.weights import inference_weights, unwrap
+from posttrain.serving import client_headers
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class ServerEngine:
         self.distributed = accelerator is not None and accelerator.num_processes > 1
         self.is_main = accelerator is None or accelerator.is_main_process
         self.session = requests.Session() if self.is_main else None
+        if self.session is not None:
+            self.session.headers.update(client_headers())  # POSTTRAIN_SERVER_TOKEN, when set
         hf_config = getattr(unwrap(model_for_signature), "config", model_for_signature)
         self.model_name = getattr(hf_config, "_name_or_path", None) or "MODEL"
         self.info: dict[str, Any] = self._on_main(lambda: self._connect(hf_config))

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from posttrain.errors import ConfigError
 from posttrain.rollout.base import SamplingSettings
+from posttrain.serving import TOKEN_ENV, BodyTooLarge, authorized, is_loopback, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,19 @@ class _EngineFailed(RuntimeError):
         self.status = status
 
 
-def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
-    """A FastAPI app serving ``engine`` (a :class:`RolloutEngine` with ``load_weights``); ``info`` is /info."""
+MAX_GENERATE_BODY = 64 * 2**20  # token ids of a generation batch: ~6 bytes per token in JSON
+MAX_WEIGHTS_BODY = 16 * 2**30  # one pushed chunk: 200 MiB or one tensor, whichever is larger
+
+
+def build_app(
+    engine: Any,
+    info: dict[str, Any],
+    token: str | None = None,
+    max_generate_body: int = MAX_GENERATE_BODY,
+    max_weights_body: int = MAX_WEIGHTS_BODY,
+) -> FastAPI:
+    """A FastAPI app serving ``engine`` (a :class:`RolloutEngine` with ``load_weights``); ``info`` is /info.
+    With ``token``, weight pushes, sleep and wake-up need ``Authorization: Bearer <token>`` (401 without)."""
     app = FastAPI(title="posttrain rollout server")
     lock = threading.Lock()  # one request at a time reaches the engine (none of them is thread-safe)
     pending: dict[str, Any] = {"push": None, "tensors": {}}  # the weight push being received
@@ -106,6 +118,14 @@ def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
     async def engine_failed(request, exc):
         return _json({"detail": f"engine error: {exc}"}, status=exc.status)
 
+    def refused(request: Request) -> Response | None:  # requests that change the server's state
+        if authorized(request, token):
+            return None
+        return _json({"detail": f"this server needs its token: set {TOKEN_ENV} for the trainer"}, status=401)
+
+    def too_large(limit: int, flag: str) -> Response:
+        return _json({"detail": f"request body over {limit} bytes (the server's {flag})"}, status=413)
+
     @app.get("/health")
     async def health():
         return _json({"status": "ok"})
@@ -117,7 +137,9 @@ def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
     @app.post("/generate")
     async def generate(request: Request):
         try:
-            prompts, n, sampling = _parse_generate(await request.body())
+            prompts, n, sampling = _parse_generate(await read_body(request, max_generate_body))
+        except BodyTooLarge:
+            return too_large(max_generate_body, "--max_generate_body")
         except ValueError as exc:
             return _json({"detail": str(exc)}, status=400)
         start = time.perf_counter()
@@ -142,7 +164,12 @@ def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
 
     @app.post("/weights")
     async def weights(request: Request, push: str = "", final: int = 1):
-        body = await request.body()
+        if (answer := refused(request)) is not None:
+            return answer
+        try:
+            body = await read_body(request, max_weights_body)
+        except BodyTooLarge:
+            return too_large(max_weights_body, "--max_weights_body")
         try:
             tensors = await run_in_threadpool(load_safetensors, body)
         except Exception as exc:  # safetensors raises its own error types
@@ -150,12 +177,16 @@ def build_app(engine: Any, info: dict[str, Any]) -> FastAPI:
         return _json(await call_engine(receive, push, final, tensors))
 
     @app.post("/sleep")
-    async def sleep():
+    async def sleep(request: Request):
+        if (answer := refused(request)) is not None:
+            return answer
         await call_engine(engine.sleep)
         return _json({"status": "ok"})
 
     @app.post("/wake_up")
-    async def wake_up():
+    async def wake_up(request: Request):
+        if (answer := refused(request)) is not None:
+            return answer
         await call_engine(engine.wake_up)
         return _json({"status": "ok"})
 
@@ -177,11 +208,20 @@ def server_info(
     }
 
 
-def serve(engine: Any, info: dict[str, Any], host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``engine`` until interrupted (Ctrl-C / SIGTERM), then close it."""
+def serve(engine: Any, info: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
+    """Serve ``engine`` until interrupted (Ctrl-C / SIGTERM), then close it. Beyond loopback a token
+    (``POSTTRAIN_SERVER_TOKEN``) is required; ``limits``: ``build_app``'s body limits."""
     import uvicorn
 
-    app = build_app(engine, info)
+    token = os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host):
+        if not token:
+            raise ConfigError(
+                f"Serving on {host} lets other machines push weights: set {TOKEN_ENV} to a shared secret "
+                "here and for the trainer, or serve on 127.0.0.1."
+            )
+        logger.warning("Serving on %s: weight pushes, sleep and wake-up need the token.", host)
+    app = build_app(engine, info, token=token, **limits)
     url = f"http://{host}:{port}"
     logger.info(
         "Rollout server (%s engine, %s) listening on %s; point the trainer at it with "
@@ -212,7 +252,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="embedded", help="hub id, local folder, .gguf file or 'embedded'")
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="hf: transformers, no vLLM")
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (no auth!)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help=f"0.0.0.0 to accept other machines (needs {TOKEN_ENV})"
+    )
+    p.add_argument("--max_generate_body", type=int, default=MAX_GENERATE_BODY, help="bytes (413 beyond)")
+    p.add_argument("--max_weights_body", type=int, default=MAX_WEIGHTS_BODY, help="bytes per pushed chunk")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs for the engine")
     p.add_argument("--dtype", default="auto", help="vLLM weights dtype (auto, bfloat16, float16, float32)")
@@ -282,4 +326,5 @@ def main(argv: list[str]) -> None:
     engine, signature = _build_engine(args)
     # The engine's own word: vLLM has no sleep mode on CPU even when asked for one.
     info = server_info(args.model, engine, signature, sleep_mode=getattr(engine, "enable_sleep_mode", False))
-    serve(engine, info, args.host, args.port)
+    limits = {"max_generate_body": args.max_generate_body, "max_weights_body": args.max_weights_body}
+    serve(engine, info, args.host, args.port, **limits)
