@@ -39,7 +39,8 @@ def load(folder: str, plugins, queue, feed, hooks=()) -> dict[str, Any] | None:
     path = os.path.join(folder, STATE_FILE)
     if not os.path.exists(path):
         return None
-    state = torch.load(path, weights_only=False)  # our own file, written by save()
+    # Never unpickle a checkpoint: plain containers, numbers, strings and tensors only.
+    state = torch.load(path, weights_only=True)
     for plugin in plugins:
         if plugin.is_stateful and plugin.name in state["rewards"]:
             plugin.load_state_dict(state["rewards"][plugin.name])
