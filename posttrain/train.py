@@ -23,7 +23,7 @@ from typing import Any
 from posttrain.checkpoints import resume_point
 from posttrain.config import Recipe, load_recipe, parse_duration
 from posttrain.distributed import relaunch, should_relaunch
-from posttrain.errors import ConfigError, DataError, OutputDirError
+from posttrain.errors import ConfigError, DataError, OutputDirError, RewardError
 from posttrain.preempt import Preemption
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,8 @@ def run(
     start = time.monotonic()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
+    except RewardError as exc:  # keep the steps already trained before stopping with the message
+        raise RewardError(f"{exc}\n{_save_before_stopping(trainer, recipe)}") from exc
     finally:
         if trainer.rollout_engine is not None:
             trainer.rollout_engine.close()
@@ -196,6 +198,21 @@ def run(
     if state.is_main_process:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _save_before_stopping(trainer, recipe: Recipe) -> str:
+    """A checkpoint of the last finished step, unless one exists; says where and how to resume."""
+    step = trainer.state.global_step
+    out = recipe.output_dir
+    if step == 0:
+        return "No step had finished: nothing to keep."
+    if not (out / f"checkpoint-{step}").is_dir():
+        trainer._save_checkpoint(trainer.model, trial=None)
+    return (
+        f"The {step} finished steps are kept in {out / f'checkpoint-{step}'}; after fixing the reward, "
+        f"continue with `posttrain train {out / 'recipe.yaml'} --resume` (the failed batch's prompts are "
+        "not trained on)."
+    )
 
 
 def _preempted(recipe: Recipe, step: int, train_seconds: float, evals: dict) -> dict[str, Any]:

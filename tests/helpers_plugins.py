@@ -90,3 +90,14 @@ def nan_reward(completions, **kwargs):
     """Returns NaN for every row."""
     SEEN["nan_reward"] = list(completions)
     return [math.nan] * len(completions)
+
+
+_CALLS = {"n": 0}
+
+
+def fails_on_third_call(completions, **kwargs):
+    """Scores 1.0 twice, then raises (a plugin that breaks mid-run)."""
+    _CALLS["n"] += 1
+    if _CALLS["n"] >= 3:
+        raise RuntimeError("the grader went away")
+    return [1.0] * len(completions)

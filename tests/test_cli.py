@@ -378,6 +378,25 @@ def test_a_run_stopped_by_bad_input_can_be_retried(run_cli, tiny_model, math_jso
     assert (tmp_path / "out" / "summary.json").exists()
 
 
+def test_a_reward_failing_mid_run_keeps_the_finished_steps(run_cli, tiny_model, math_jsonl, tmp_path):
+    import helpers_plugins
+
+    helpers_plugins._CALLS["n"] = 0
+    recipe = _recipe(
+        tmp_path,
+        tiny_model,
+        Path(math_jsonl),
+        rewards=[{"name": "helpers_plugins:fails_on_third_call"}],
+        trainer={"max_steps": 5},
+    )
+    status, err = run_cli("train", str(recipe))
+    assert status == 2 and "Traceback" not in err
+    assert "the grader went away" in err and "The 2 finished steps are kept" in err and "--resume" in err
+    from posttrain.checkpoints import check
+
+    assert check(tmp_path / "out" / "checkpoint-2") is None  # written before stopping, sealed
+
+
 def test_unknown_command(run_cli):
     status, err = run_cli("trian")
     assert status == 2 and "unknown command 'trian'" in err and "train" in err
