@@ -140,12 +140,22 @@ class RunConfig:
     itself through ``accelerate launch`` with it."""
     num_processes: int | None = None
     """Processes for that launch (default: the YAML's ``num_processes``)."""
+    max_nonfinite_steps: int = 3
+    """Steps with a NaN or infinite loss are skipped; more than this many in a row stop the run."""
 
     def __post_init__(self) -> None:
         if self.num_processes is not None and self.num_processes < 1:
             raise ConfigError(f"run.num_processes must be >= 1, got {self.num_processes}.")
         if self.time_budget is not None:
             parse_duration(self.time_budget)
+        if (
+            isinstance(self.max_nonfinite_steps, bool)
+            or not isinstance(self.max_nonfinite_steps, int)
+            or self.max_nonfinite_steps < 0
+        ):
+            raise ConfigError(
+                f"run.max_nonfinite_steps must be a whole number >= 0, got {self.max_nonfinite_steps!r}."
+            )
         if self.overwrite and self.resume:
             raise ConfigError("Pass either --overwrite or --resume, not both.")
 

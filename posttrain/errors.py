@@ -34,3 +34,7 @@ class OutputDirError(PosttrainError):
 
 class RolloutError(PosttrainError):
     """The rollout engine cannot serve the run: a server that is down, unreachable or holds another model."""
+
+
+class TrainingError(PosttrainError):
+    """Training cannot go on (losses that stay NaN or infinite)."""

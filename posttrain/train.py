@@ -162,6 +162,7 @@ def run(
         **method.constructor_kwargs(recipe),
     )
     method.install(trainer, recipe)
+    trainer.guard.limit = recipe.run.max_nonfinite_steps
     install_options(
         trainer, recipe
     )  # GUI-G1's weights and constant, TTRL's vote/train split, the search tool

@@ -39,6 +39,7 @@ from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
 from posttrain.checkpoints import save_atomically
 from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed
+from posttrain.guard import NonFiniteGuard
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
 from posttrain.signal import SignalGate
@@ -77,6 +78,7 @@ class PosttrainTrainer(GRPOTrainer):
         self.queue, self.feed = queue, None
         self._generations = 0  # training generation batches so far (seeds SPARK's draws)
         self.timer = PhaseTimer()
+        self.guard = NonFiniteGuard()  # a NaN/inf loss skips the step (posttrain/guard.py)
         self._scored: ScoredBatch | None = None
         self._prepare_seconds = 0.0
         args = copy.copy(args)  # weights live on the reward entries; TRL reads them from the config
@@ -289,6 +291,8 @@ class PosttrainTrainer(GRPOTrainer):
         start = time.perf_counter()
         self._prepare_seconds = 0.0
         output = super().training_step(model, inputs, num_items_in_batch)
+        if not self.guard.after_backward(output, model, can_skip=not self.is_deepspeed_enabled):
+            self._metrics["train"]["skipped/nonfinite"].append(float(self.guard.skipped))
         self.timer.add("update", time.perf_counter() - start - self._prepare_seconds)
         if self._step % self.current_gradient_accumulation_steps == 0:
             for key, seconds in self.timer.pop().items():

@@ -14,6 +14,7 @@ import json
 import logging
 
 import pytest
+import torch
 from helpers_plugins import Counter
 from test_trainer import make_trainer
 
@@ -160,3 +161,51 @@ def test_a_resumed_run_only_gets_what_is_left_of_its_time_budget(tiny_model, mat
     resumed.add_callback(budget)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     assert budget.spent == pytest.approx(spent) and resumed.state.global_step == 2
+
+
+def _nan_on_steps(trainer, bad_steps: set[int]):
+    """Make the loss NaN during the given (1-based) optimizer steps."""
+    compute = trainer.compute_loss
+
+    def compute_loss(model, inputs, *args, **kwargs):
+        loss = compute(model, inputs, *args, **kwargs)
+        return loss * float("nan") if trainer.state.global_step + 1 in bad_steps else loss
+
+    trainer.compute_loss = compute_loss
+
+
+def test_a_nan_loss_skips_the_step_and_leaves_the_weights(tiny_model, math_jsonl, tmp_path):
+    from transformers import TrainerCallback
+
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(Counter(), "counter")], tmp_path, max_steps=3
+    )
+    _nan_on_steps(trainer, {2})
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    after_1, after_2, after_3 = snapshots
+    assert all(torch.equal(after_1[n], after_2[n]) for n in after_1)  # step 2 changed nothing
+    assert any(not torch.equal(after_2[n], after_3[n]) for n in after_2)  # step 3 trained again
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.guard.skipped == 1 and trainer.guard.in_a_row == 0
+    logged = [h for h in trainer.state.log_history if "skipped/nonfinite" in h]
+    assert [h["step"] for h in logged] == [2]
+
+
+def test_too_many_nan_steps_in_a_row_stop_the_run(tiny_model, math_jsonl, tmp_path):
+    from posttrain.errors import TrainingError
+
+    trainer = make_trainer(
+        tiny_model, math_jsonl, [RewardPlugin(Counter(), "counter")], tmp_path, max_steps=6
+    )
+    trainer.guard.limit = 2
+    _nan_on_steps(trainer, {2, 3, 4, 5})
+    with pytest.raises(TrainingError, match="3 steps in a row.*max_nonfinite_steps = 2"):
+        trainer.train()
+    assert trainer.state.global_step == 3  # steps 2 and 3 skipped, the third bad one stopped it
