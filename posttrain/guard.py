@@ -27,6 +27,12 @@ class NonFiniteGuard:
         self.in_a_row = 0
         self.skipped = 0
 
+    def state_dict(self) -> dict:  # checkpointed with the run
+        return {"in_a_row": self.in_a_row, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.in_a_row, self.skipped = int(state["in_a_row"]), int(state["skipped"])
+
     def after_backward(self, loss: torch.Tensor, model: torch.nn.Module, can_skip: bool = True) -> bool:
         """True when the step may proceed; else the gradients are dropped (``can_skip``) and it is counted."""
         finite = bool(torch.isfinite(loss.detach()).all())

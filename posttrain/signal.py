@@ -40,6 +40,12 @@ class SignalGate:
         self.seen = False  # any micro-batch of the current optimizer step with a gradient
         self.skipped_steps = 0
 
+    def state_dict(self) -> dict[str, Any]:  # checkpointed: a resumed run keeps counting
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped_steps = int(state["skipped_steps"])
+
     def observe(self, inputs: dict[str, Any], beta: float, entropy_bonus: bool) -> None:
         self.seen = self.seen or has_signal(inputs, beta, entropy_bonus)
 

@@ -304,15 +304,16 @@ class PosttrainTrainer(GRPOTrainer):
         def write(folder: str) -> None:
             GRPOTrainer._save_checkpoint(self, model, trial)
             if self.args.should_save:
-                state = (self.reward_plugins, self.queue, self.feed, self._generations, self.scored_hooks)
-                checkpoint_state.save(folder, *state)
+                hooks = [*self.scored_hooks, self.gate, self.guard]
+                checkpoint_state.save(
+                    folder, self.reward_plugins, self.queue, self.feed, self._generations, hooks
+                )
 
         save_atomically(self, trial, write)  # staged, sealed with a manifest, then renamed
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            restored = checkpoint_state.load(
-                checkpoint, self.reward_plugins, self.queue, self.feed, self.scored_hooks
-            )
+            hooks = [*self.scored_hooks, self.gate, self.guard]
+            restored = checkpoint_state.load(checkpoint, self.reward_plugins, self.queue, self.feed, hooks)
             self._generations = (restored or {}).get("generations", 0)

@@ -24,6 +24,13 @@ class SeededRandom:
     def __call__(self, completions, **kwargs):
         return [self.rng.random() for _ in completions]
 
+    def state_dict(self):  # stateful: a resumed run continues the same random sequence
+        version, internal, gauss = self.rng.getstate()
+        return {"version": version, "internal": list(internal), "gauss": gauss}
+
+    def load_state_dict(self, state):
+        self.rng.setstate((state["version"], tuple(state["internal"]), state["gauss"]))
+
 
 @group_reward
 class GroupRecorder:
