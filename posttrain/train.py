@@ -173,8 +173,13 @@ def run(
             build_engine(recipe.rollout, trainer.model, trainer.accelerator, args.seed)
         )
     start = time.monotonic()
+    finished = checkpoint is not None and 0 < args.max_steps <= int(checkpoint.rsplit("-", 1)[-1])
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if finished:  # killed after its last checkpoint: nothing left to train
+            logger.info("%s is at max_steps (%d): nothing left to train.", checkpoint, args.max_steps)
+            trainer.load_finished(checkpoint)
+        else:
+            trainer.train(resume_from_checkpoint=checkpoint)
     except RewardError as exc:  # keep the steps already trained before stopping with the message
         raise RewardError(f"{exc}\n{_save_before_stopping(trainer, recipe)}") from exc
     finally:

@@ -27,6 +27,7 @@ reply: posttrain/chat.py), ``_generate_single_turn``, ``_compute_loss``,
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
@@ -310,6 +311,14 @@ class PosttrainTrainer(GRPOTrainer):
                 )
 
         save_atomically(self, trial, write)  # staged, sealed with a manifest, then renamed
+
+    def load_finished(self, checkpoint: str) -> None:
+        """Take the weights and state of a checkpoint at ``max_steps`` (transformers would train one more
+        step on resuming from it)."""
+        from transformers import TrainerState
+
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

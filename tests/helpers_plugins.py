@@ -108,3 +108,14 @@ def fails_on_third_call(completions, **kwargs):
     if _CALLS["n"] >= 3:
         raise RuntimeError("the grader went away")
     return [1.0] * len(completions)
+
+
+_THIRD = {"n": 0}
+
+
+def fails_every_third_call(completions, **kwargs):
+    """Scores 0.5, except every third call raises (a flaky grader)."""
+    _THIRD["n"] += 1
+    if _THIRD["n"] % 3 == 0:
+        raise RuntimeError("flaky grader")
+    return [0.5] * len(completions)

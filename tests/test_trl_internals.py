@@ -46,6 +46,8 @@ def test_trl_version():
         ("_save_checkpoint", ["self", "model", "trial"]),
         # Restores posttrain_state.pt on resume.
         ("_load_optimizer_and_scheduler", ["self", "checkpoint"]),
+        # Loads a finished run's last checkpoint without training a step past max_steps.
+        ("_load_from_checkpoint", ["self", "resume_from_checkpoint", "model"]),
         # Passed to group-level rewards as `log_metric`.
         ("_log_metric", ["self", "name", "value"]),
         # Reads `tool_mask` (our loss masks) and `num_items_in_batch`; we add the engine's IS weights.

@@ -40,7 +40,11 @@ class SearchTool(Protocol):
 
 
 def make_search_tool(
-    source: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None, *, stem: bool = False
+    source: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    stem: bool = False,
+    retries: int = 3,
 ) -> SearchTool:
     """The search tool for ``source``: None (the shipped corpus), a JSONL corpus path, or a server URL.
 
@@ -52,7 +56,7 @@ def make_search_tool(
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         from posttrain.retrieval.client import RetrievalClient
 
-        return RetrievalClient(source)
+        return RetrievalClient(source, retries=retries)
     from posttrain.retrieval.index import load_index
 
     return load_index(Path(source) if source is not None else DEFAULT_CORPUS, cache_dir=cache_dir, stem=stem)

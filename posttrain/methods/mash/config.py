@@ -39,9 +39,12 @@ class SearchConfig:
     first 1,000 characters of its passage 97.7% of the time)."""
     cache_dir: str | None = None
     """Where the BM25 index is cached (default ``~/.cache/posttrain/retrieval``, or $POSTTRAIN_CACHE)."""
+    retries: int = 5
+    """A served retriever that does not answer is asked again this many times, waiting 1, 2, 4, ... s
+    (5: about half a minute, long enough for a restart) before the run stops with its URL."""
 
     def __post_init__(self) -> None:
-        for name, low in (("top_k", 1), ("max_searches", 0), ("max_turn_tokens", 1)):
+        for name, low in (("top_k", 1), ("max_searches", 0), ("max_turn_tokens", 1), ("retries", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"search.{name} must be an integer >= {low}, got {value!r}.")
@@ -87,4 +90,4 @@ class SearchConfig:
     def make_tool(self):
         from posttrain.retrieval.tool import make_search_tool
 
-        return make_search_tool(self.retriever, cache_dir=self.cache_dir)
+        return make_search_tool(self.retriever, cache_dir=self.cache_dir, retries=self.retries)
