@@ -46,11 +46,11 @@ TEXTS = ["What is 1+2?", "Hello", "The answer is"]
 class ThreadServer:
     """``build_app`` under uvicorn in a thread, on a free port; ``stop()`` is the server dying."""
 
-    def __init__(self, engine, info, **app_kwargs):
+    def __init__(self, engine, info, port: int = 0, **app_kwargs):
         import uvicorn
 
         app = build_app(engine, info, **app_kwargs)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -442,3 +442,27 @@ def test_serving_beyond_loopback_without_a_token_is_refused(monkeypatch):
     monkeypatch.delenv("POSTTRAIN_SERVER_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="POSTTRAIN_SERVER_TOKEN"):
         serve(engine=None, info={}, host="0.0.0.0", port=8000)
+
+
+def test_a_restarted_server_gets_the_current_weights_again(tiny_model):
+    model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
+    info = server_info(tiny_model, HFEngine(model, tokenizer), model_signature(model.config), False)
+
+    def fresh_engine():  # what a restarted server loads: the initial weights
+        return HFEngine(load_model(ModelConfig(name_or_path=tiny_model))[0], tokenizer)
+
+    first = ThreadServer(fresh_engine(), info)
+    port = int(first.url.rsplit(":", 1)[1])
+    remote = _client(first, model, retries=5)
+    _perturb(model)  # the trainer's weights moved on
+    remote.sync_weights(model)
+    prompts = _prompts(tokenizer)
+    want = HFEngine(model, tokenizer).generate(prompts, 1, GREEDY)
+    assert _gap(remote.generate(prompts, 1, GREEDY), want) < 1e-5
+    first.stop()
+    second = ThreadServer(fresh_engine(), info, port=port)  # restarted on the same address
+    try:
+        assert _gap(remote.generate(prompts, 1, GREEDY), want) < 1e-5  # pushed again, then generated
+    finally:
+        remote.close()
+        second.stop()

@@ -59,6 +59,9 @@ class ServerEngine:
         self.model_name = getattr(hf_config, "_name_or_path", None) or "MODEL"
         self.info: dict[str, Any] = self._on_main(lambda: self._connect(hf_config))
         self.sleep_mode = bool(self.info.get("sleep_mode"))
+        self._last_answer: dict[str, Any] = {}
+        self._model: Any = None  # the model of the last weight push, to push again after a restart
+        self._weights_instance: str | None = None  # the server process that received it
 
     # ----------------------------------------------------------------------------- the protocol
 
@@ -69,6 +72,11 @@ class ServerEngine:
         per_process = gather_object([prompt_ids]) if self.distributed else [prompt_ids]
         everything = [p for prompts in per_process for p in prompts]
         out = self._on_main(lambda: self._generate(everything, n, sampling))
+        if self._model is not None and out.info.get("instance") != self._weights_instance:
+            # A server restarted since the last push serves its initial weights: push ours again.
+            logger.warning("The rollout server at %s restarted: pushing the current weights again.", self.url)
+            self.sync_weights(self._model)
+            out = self._on_main(lambda: self._generate(everything, n, sampling))
         rank = self.accelerator.process_index if self.distributed else 0
         start = sum(len(prompts) for prompts in per_process[:rank]) * n
         stop = start + len(prompt_ids) * n
@@ -88,11 +96,14 @@ class ServerEngine:
             if size >= CHUNK_BYTES:
                 error = self._push_chunk(push, chunk, final=False)
                 sent, chunk, size = sent + len(chunk), {}, 0
+        instance = None
         if self.is_main and error is None:
             error = self._push_chunk(push, chunk, final=True)
+            instance = self._last_answer.get("instance")
             sent += len(chunk)
             logger.debug("Pushed %d tensors to %s in %.2f s", sent, self.url, time.perf_counter() - start)
-        self._settle(None, error)
+        self._weights_instance = self._settle(instance, error)
+        self._model = model
 
     def sleep(self) -> None:
         """Forwarded only to a server started with ``--enable_sleep_mode`` (one that shares GPUs)."""
@@ -167,14 +178,18 @@ class ServerEngine:
                 f"The rollout server at {self.url} returned {len(completions)} completions for "
                 f"{len(prompt_ids)} prompts x {n}; is another client using it?"
             )
-        info = {"server_engine_s": answer.get("engine_s"), "server_request_s": time.perf_counter() - start}
+        info = {
+            "server_engine_s": answer.get("engine_s"),
+            "server_request_s": time.perf_counter() - start,
+            "instance": answer.get("instance"),  # which server process answered (a restart changes it)
+        }
         return Rollouts(completion_ids=completions, logprobs=logprobs, info=info)
 
     def _push_chunk(self, push: str, chunk: dict[str, Any], final: bool) -> RolloutError | None:
         from safetensors.torch import save
 
         try:
-            self._request(
+            response = self._request(
                 "POST",
                 f"/weights?push={push}&final={int(final)}",
                 "a weight push",
@@ -182,6 +197,7 @@ class ServerEngine:
                 data=save(chunk),
                 headers={"Content-Type": "application/octet-stream"},
             )
+            self._last_answer = response.json()
         except RolloutError as exc:
             return exc
         return None

@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -95,6 +96,7 @@ def build_app(
     """A FastAPI app serving ``engine`` (a :class:`RolloutEngine` with ``load_weights``); ``info`` is /info.
     With ``token``, weight pushes, sleep and wake-up need ``Authorization: Bearer <token>`` (401 without)."""
     app = FastAPI(title="posttrain rollout server")
+    instance = uuid.uuid4().hex  # this process: a client that sees it change knows the server restarted
     lock = threading.Lock()  # one request at a time reaches the engine (none of them is thread-safe)
     pending: dict[str, Any] = {"push": None, "tensors": {}}  # the weight push being received
 
@@ -146,7 +148,8 @@ def build_app(
         out = await call_engine(engine.generate, prompts, n, sampling)
         elapsed = time.perf_counter() - start
         logger.info("generate: %d prompts x %d in %.2f s", len(prompts), n, elapsed)
-        return _json({"completion_ids": out.completion_ids, "logprobs": out.logprobs, "engine_s": elapsed})
+        answer = {"completion_ids": out.completion_ids, "logprobs": out.logprobs, "engine_s": elapsed}
+        return _json({**answer, "instance": instance})
 
     def receive(push: str, final: int, tensors: dict[str, Any]) -> dict[str, int]:
         # Runs under the lock: no generate sees a half-loaded push, and the chunks of two pushes do not mix.
@@ -174,7 +177,7 @@ def build_app(
             tensors = await run_in_threadpool(load_safetensors, body)
         except Exception as exc:  # safetensors raises its own error types
             return _json({"detail": f"body is not a safetensors file: {exc}"}, status=400)
-        return _json(await call_engine(receive, push, final, tensors))
+        return _json({**await call_engine(receive, push, final, tensors), "instance": instance})
 
     @app.post("/sleep")
     async def sleep(request: Request):
