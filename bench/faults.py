@@ -17,6 +17,8 @@ Faults, each with its expected outcome:
 - ``nan_loss``: handled in-process by the NaN guard (tests/test_checkpoints.py); not repeated here.
 - ``retriever_restart``: pay-per-search against a retriever server that is killed and restarted while
   the run searches -> the client retries and the run finishes with no lost rows.
+- ``retriever_load``: 32 concurrent clients for 60 s, one request in ten malformed, the server killed
+  and restarted halfway -> every valid request answered, every malformed one a 4xx.
 
 Writes ``bench/results/faults.json``; the last line is
 ``resume_exact=<k>/<n> max_abs_diff=<x> faults_survived=<k>/<n> rows_lost=<n>``.
@@ -264,12 +266,88 @@ def retriever_restart(work: Path, model: str) -> dict:
     }
 
 
+def retriever_load(seconds: float, clients: int = 32, seed: int = 0) -> dict:
+    """``clients`` threads for ``seconds`` against one retriever, one request in ten malformed, and a
+    kill -9 plus restart of the server halfway: every valid request answered (the client retries), every
+    malformed one a 4xx, none lost."""
+    import threading
+
+    import requests
+
+    from posttrain.retrieval.client import RetrievalClient
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = [sys.executable, "-m", "posttrain.cli", "retriever", "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        serve, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    RetrievalClient(url).wait_until_ready(timeout=120)
+    questions = [f"Who won Super Bowl {n}?" for n in range(1, 60)] + [
+        "Where is the Nile?",
+        "Luther 95 theses",
+    ]
+    bad_bodies = [b"{not json", b'{"queries": "x"}', b'{"queries": ["a"], "k": 0}', b"[1]"]
+    stop = time.monotonic() + seconds
+    counts = {"valid": 0, "valid_errors": 0, "malformed": 0, "malformed_not_4xx": 0, "lost": 0}
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        client = RetrievalClient(url, retries=8, backoff=0.5)
+        while time.monotonic() < stop:
+            if rng.random() < 0.1:
+                try:
+                    answer = requests.post(f"{url}/search", data=rng.choice(bad_bodies), timeout=10)
+                    ok = 400 <= answer.status_code < 500
+                except requests.RequestException:
+                    ok = True  # the server is restarting: nothing was answered, nothing to check
+                with lock:
+                    counts["malformed"] += 1
+                    counts["malformed_not_4xx"] += not ok
+            else:
+                batch = rng.sample(questions, 4)
+                try:
+                    hits = client.search(batch, 3)
+                    ok = len(hits) == len(batch)
+                except Exception:
+                    ok = False
+                with lock:
+                    counts["valid"] += 1
+                    counts["valid_errors"] += not ok
+                    counts["lost"] += not ok
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds / 2)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    server = subprocess.Popen(
+        serve, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for t in threads:
+        t.join()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+    survived = counts["valid_errors"] == 0 and counts["malformed_not_4xx"] == 0
+    return {
+        "fault": "retriever_load",
+        "survived": survived,
+        "rows_lost": counts["lost"],
+        "clients": clients,
+        "seconds": seconds,
+        **counts,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--points", type=int, default=3, help="kill points per method")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no_server", action="store_true", help="skip the retriever restart")
+    parser.add_argument("--no_server", action="store_true", help="skip the retriever faults")
+    parser.add_argument("--load_seconds", type=float, default=60, help="the retriever load test's length")
     parser.add_argument("--out", default=str(RESULTS / "faults.json"))
     args = parser.parse_args(argv)
     from posttrain.testing import make_tiny_model
@@ -281,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
         faults = plugin_faults(work, model)
         if not args.no_server:
             faults.append(retriever_restart(work, model))
+            faults.append(retriever_load(args.load_seconds, seed=args.seed))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     exact = sum(k["exact"] for k in kills)
