@@ -115,13 +115,13 @@ def run(
     state = PartialState()
     _check_zero3_eval(recipe)
     checkpoint = check_output_dir(recipe)  # every process checks before any process writes
+    args = recipe.grpo_config()  # a bad trainer value stops here, before anything is written
     state.wait_for_everyone()
     if state.is_main_process:
         _prepare_output_dir(recipe, checkpoint)
     out = recipe.output_dir
     logger.info("Hardware: %s", describe_hardware())
 
-    args = recipe.grpo_config()
     method = get_method(recipe.method.name)
     plugins = build_reward_plugins(recipe.rewards)
     if train_dataset is not None:
