@@ -339,6 +339,20 @@ def test_a_crash_on_one_rank_ends_the_launch(workdir):
     assert not (workdir["base"] / "crash" / "metrics.jsonl").exists()
 
 
+@needs_deepspeed
+def test_a_rank_killed_by_sigkill_ends_the_launch_and_is_named(workdir):
+    """Rank 1 is SIGKILLed while rank 0 waits for it in a collective: the launcher notices the dead
+    worker, stops the other within seconds (not the process group's 10-30 minute timeout) and names it."""
+    recipe = workdir["recipe"]("killed", [{"name": "probes:killed_on_rank1"}])
+    flags = ["--run.accelerate_config", "zero2", "--run.num_processes", "2"]
+    start = time.monotonic()
+    result = _run([str(BIN / "posttrain"), "train", str(recipe), *flags], ROOT)
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert elapsed < 120, f"the launch took {elapsed:.0f} s to end after a rank was killed"
+    assert "local_rank: 1" in result.stderr and "Signal 9 (SIGKILL)" in result.stderr, result.stderr[-3000:]
+
+
 # --------------------------------------------------------------------------------------------------
 # The shipped YAMLs
 # --------------------------------------------------------------------------------------------------

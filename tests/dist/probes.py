@@ -83,6 +83,16 @@ def crash_on_rank1(completions, **kwargs):
     return [0.0] * len(completions)
 
 
+def killed_on_rank1(completions, **kwargs):
+    """Rank 1 dies by SIGKILL at its first call (an OOM kill, a lost node): no Python error, no goodbye."""
+    if PartialState().process_index == 1:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return [0.0] * len(completions)
+
+
 def _synthetic(answer: str, completion, position: int, group_size: int) -> tuple[str, int]:
     """A deterministic stand-in completion and search count from the row's answer, the real completion's
     length and its position in its group (the tiny random model never answers, searches or draws)."""
