@@ -1,5 +1,5 @@
 # posttrain: two commands to start.
-#   make demo   evaluate -> train (GRPO, 20 min budget) -> evaluate the embedded model on CPU
+#   make demo   evaluate -> train (GRPO, 2.5 min budget) -> evaluate the embedded model on CPU (~5 min)
 #   make test   the hermetic CPU test suite
 # Both create .venv and install everything on first use (torch pinned to the CPU build).
 

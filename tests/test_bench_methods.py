@@ -117,12 +117,28 @@ def test_results_doc_table_quotes_every_figure_and_calls_the_effect(bench):
         "eval_size": 200,
         "arms": {"grpo": {}},
         "figures": {"greedy_after": fig, "greedy_before": {**fig, "mean": 0.05, "ci_low": 0.0}},
-        "extra": {"minutes_to_90pct": 5.0, "gain_by_minutes": {"5": 0.2}},
-        "effect": {"of": "greedy_after", "minus": "greedy_before", "mean": 0.2, "ci_low": -0.01, "ci_high": 0.3},
+        "extra": {
+            "minutes_to_90pct": 5.0,
+            "gain_by_minutes": [
+                {"minutes": 2.5, "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "per_seed": [0.2]}
+            ],
+            "curve": {"ignored": 1},
+        },
+        "effect": {
+            "of": "greedy_after",
+            "minus": "greedy_before",
+            "mean": 0.2,
+            "ci_low": -0.01,
+            "ci_high": 0.3,
+        },
     }
     text = bench("results_doc").table(results)
     assert "| greedy_after | 0.250 | [0.100, 0.400] | 0.200, 0.300 |" in text
-    assert "| minutes_to_90pct | 5.000 |" in text and "gain_by_minutes" not in text
+    assert (
+        "| minutes_to_90pct | 5.000 |" in text
+        and "| gain after 2.5 min | 0.200 | [0.100, 0.300] | 0.200 |" in text
+    )
+    assert "curve" not in text
     assert "no effect" in text  # the interval reaches below 0
     results["effect"]["ci_low"] = 0.05
     assert "an effect (the interval excludes 0)" in bench("results_doc").table(results)
