@@ -84,3 +84,23 @@ def roll_back_metrics(path: str | Path, step: int) -> int:
         tmp.replace(path)
         logger.info("Resuming at step %d: moved %d later metrics rows to %s.", step, len(moved), f.name)
     return len(moved)
+
+
+def purge_tensorboard_after(trainer, step: int, output_dir: str | Path) -> None:
+    """Resuming from ``checkpoint-<step>``: TensorBoard writes on in the interrupted run's folder and
+    discards what that run wrote after ``step`` (``SummaryWriter(purge_step=...)``), so each step shows
+    once there, as in metrics.jsonl."""
+    import functools
+
+    from transformers.integrations import TensorBoardCallback
+
+    previous = sorted(
+        (p for p in (Path(output_dir) / "runs").glob("*") if any(p.glob("events.out.tfevents.*"))),
+        key=lambda p: p.stat().st_mtime,
+    )
+    for callback in trainer.callback_handler.callbacks:
+        writer = getattr(callback, "_SummaryWriter", None)  # transformers' writer factory
+        if isinstance(callback, TensorBoardCallback) and writer is not None:
+            callback._SummaryWriter = functools.partial(writer, purge_step=step + 1)
+            if previous and callback.logging_dir is None:
+                callback.logging_dir = str(previous[-1])

@@ -99,7 +99,7 @@ def run(
     """
     from accelerate import PartialState
 
-    from posttrain.callbacks import MetricsJsonl, TimeBudget
+    from posttrain.callbacks import MetricsJsonl, TimeBudget, purge_tensorboard_after
     from posttrain.data import load_datasets
     from posttrain.methods import get_method
     from posttrain.methods.options import install_options
@@ -163,6 +163,8 @@ def run(
     )
     method.install(trainer, recipe)
     trainer.guard.limit = recipe.run.max_nonfinite_steps
+    if checkpoint is not None:
+        purge_tensorboard_after(trainer, int(checkpoint.rsplit("-", 1)[-1]), out)
     install_options(
         trainer, recipe
     )  # GUI-G1's weights and constant, TTRL's vote/train split, the search tool

@@ -27,7 +27,7 @@ TINY = [
     "--rollout.engine", "hf", "--gradient_checkpointing", "false", "--eval.before", "false",
     "--eval.after", "false", "--per_device_train_batch_size", "8", "--num_generations", "4",
     "--steps_per_generation", "1", "--run.plot", "false", "--bf16", "false", "--seed", "0",
-    "--report_to", "none", "--max_steps", "4", "--save_steps", "2",
+    "--report_to", "tensorboard", "--max_steps", "4", "--save_steps", "2",
 ]  # fmt: skip
 RECIPES = {
     "grpo": ("quickstart", ["--data.size", "32", "--max_completion_length", "16"]),
@@ -42,6 +42,18 @@ torch.set_num_threads(1)
 
 def _rows(out: Path) -> list[dict]:
     return [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+
+
+def _tensorboard_steps(out: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = []
+    for folder in sorted({e.parent for e in (out / "runs").rglob("events.out.tfevents.*")}):
+        acc = EventAccumulator(str(folder))  # what TensorBoard shows, purged events left out
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            steps += [e.step for e in acc.Scalars(tag)]
+    return sorted(steps)
 
 
 @pytest.mark.parametrize("method, last", [*((m, 2) for m in RECIPES), ("grpo", 4)])
@@ -64,7 +76,9 @@ def test_a_resumed_run_reproduces_the_uninterrupted_one(method, last, tiny_model
     killed = tmp_path / "killed"
     shutil.copytree(full, killed)
     if last == 2:
-        shutil.rmtree(killed / "checkpoint-4")  # killed during step 4 (its rows are logged, its checkpoint not)
+        shutil.rmtree(
+            killed / "checkpoint-4"
+        )  # killed during step 4 (its rows are logged, its checkpoint not)
     for leftover in ("model.safetensors", "summary.json"):
         (killed / leftover).unlink(missing_ok=True)
     assert cli.main([*common, "--output_dir", str(killed), "--resume"]) == 0
@@ -78,5 +92,9 @@ def test_a_resumed_run_reproduces_the_uninterrupted_one(method, last, tiny_model
             x, y = a[key], b.get(key)
             same = (x is None and y is None) or (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-6
             assert same, f"step {a['step']} {key}: uninterrupted {x}, resumed {y}"
+    if method == "grpo" and last == 2:  # TensorBoard shows each step once too
+        assert (
+            _tensorboard_steps(killed, "train/loss") == _tensorboard_steps(full, "train/loss") == [1, 2, 3, 4]
+        )
     w_full, w_resumed = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert max((w_full[k] - w_resumed[k]).abs().max().item() for k in w_full) <= 1e-6

@@ -1,6 +1,6 @@
 """bench/faults.py on one method and one kill point (the full run is a benchmark, not a test).
 
-    pytest tests/test_faults_bench.py -q
+pytest tests/test_faults_bench.py -q
 """
 
 from __future__ import annotations
