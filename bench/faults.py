@@ -57,6 +57,7 @@ METHODS = {
     "grpo": ("quickstart", ["--data.size", "32", "--max_completion_length", "16"]),
     "spark": ("spark_math", ["--data.max_samples", "32", "--max_completion_length", "16"]),
     "mash": ("mash_search", ["--data.max_samples", "16", "--max_completion_length", "48", "--search.max_turn_tokens", "24"]),
+    "memory_r_plus": ("memory_r_gsm8k", ["--data.max_samples", "32", "--max_completion_length", "16"]),
     "ttrl": ("quickstart", ["--data.size", "32", "--max_completion_length", "16", "--method.name", "ttrl", "--method.train_samples", "2"]),
 }  # fmt: skip
 NOT_COMPARED = ("time/", "step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second")

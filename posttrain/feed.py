@@ -158,3 +158,23 @@ class PlaceholderLoader:
 
     def skipping(self, n: int) -> PlaceholderLoader:
         return PlaceholderLoader(self.length, self.dataset, skip=n)
+
+
+def epoch_seeded(sampler):
+    """TRL's ``RepeatSampler`` made resumable across epochs: its shuffle becomes a function of (seed,
+    epoch), set by transformers' ``set_epoch`` at each epoch start. TRL draws every epoch's order from
+    one generator whose state no checkpoint holds, so a run resumed in a later epoch drew another order
+    than the uninterrupted run. Epoch 0 draws exactly TRL's order."""
+    from trl.trainer.grpo_trainer import RepeatSampler
+
+    if type(sampler) is not RepeatSampler or not sampler.shuffle:
+        return sampler
+
+    class EpochSeededSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed((self.seed or 0) + epoch)
+
+    sampler.__class__ = EpochSeededSampler  # same object and settings; one method more
+    if sampler.seed is None:
+        sampler.generator.manual_seed(0)
+    return sampler

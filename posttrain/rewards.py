@@ -63,6 +63,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "ttrl_majority": "rewards.ttrl:ttrl_majority",
     "ttrv_frequency": "rewards.ttrl:ttrv_frequency",
     "pay_per_search": "rewards.search:PayPerSearch",
+    "episodic_memory": "rewards.memory:EpisodicMemory",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")

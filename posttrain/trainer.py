@@ -39,7 +39,7 @@ from posttrain import state as checkpoint_state
 from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
 from posttrain.checkpoints import save_atomically
-from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed
+from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed, epoch_seeded
 from posttrain.guard import NonFiniteGuard
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
@@ -282,6 +282,9 @@ class PosttrainTrainer(GRPOTrainer):
         if self.feed is None:
             return loader
         return PlaceholderLoader(len(loader), self.train_dataset)  # the Trainer counts steps from it
+
+    def _get_train_sampler(self, dataset=None):
+        return epoch_seeded(super()._get_train_sampler(dataset))  # resumable in any epoch
 
     def get_resumed_dataloader(self, dataloader, num_batches: int):
         if isinstance(dataloader, PlaceholderLoader):

@@ -60,7 +60,7 @@ RULES: dict[str, tuple[Rule, str]] = {
     "beta": (_at_least(0), "0.0 (no KL) or 0.04"),
     "epsilon": (_at_least(0), "0.2"),
     "weight_decay": (_at_least(0), "0.0"),
-    "warmup_ratio": (_between(0, 1), "0.03"),
+    "warmup_steps": (_at_least(0), "0.03 (a ratio) or 30 (steps)"),
     "max_grad_norm": (_at_least(0), "1.0"),
     "logging_steps": (_above(0), "1"),
     "save_steps": (_above(0), "100"),

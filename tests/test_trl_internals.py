@@ -61,6 +61,8 @@ def test_trl_version():
         ),
         # Its first call inside _compute_loss gives the log-probs the IS weights are computed from.
         ("_get_per_token_logps_and_entropies", None),
+        # Its RepeatSampler gets set_epoch (posttrain/feed.py: epoch_seeded), so a resume in a later epoch is exact.
+        ("_get_train_sampler", ["self", "dataset"]),
         # With a prompt feed (SPARK), a placeholder loader only counts the Trainer's steps.
         ("get_train_dataloader", ["self"]),
         # transformers' hook for skipping batches on resume; the feed restores its own position instead.

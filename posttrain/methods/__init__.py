@@ -6,6 +6,7 @@
     ttrl/        TTRL and TTRV: presets, rewards, the vote/train split; adapt.py: `posttrain adapt`
     spark/       SPARK: preset, rewards, the `spark:` section, the recycler and its prompts (recycle.py,
                  templates.py), judging and reflecting at inference (selfcheck.py)
+    memory_r.py  Memory-R and Memory-R+: GRPO + episodic-memory rewards (rewards/memory.py)
     mash/        pay-per-search (MASH): preset, reward, the `search:` section, the tool loop's wiring
                  (rollout.py), the warm start (warmstart.py), its evaluation (evaluate.py)
 
@@ -36,6 +37,8 @@ METHODS: dict[str, str] = {
     "ttrl": "posttrain.methods.ttrl:TTRL",
     "ttrv": "posttrain.methods.ttrl:TTRV",
     "mash": "posttrain.methods.mash:MASH",
+    "memory_r": "posttrain.methods.memory_r:MEMORY_R",
+    "memory_r_plus": "posttrain.methods.memory_r:MEMORY_R_PLUS",
 }
 """``method.name`` -> ``module:object`` of its :class:`~posttrain.methods.base.Method`."""
 
