@@ -126,10 +126,29 @@ def _compare(full: Path, other: Path) -> tuple[bool, float, int]:
     return lost == 0 and worst <= 1e-6, worst, lost
 
 
-def _kill_and_resume(recipe: Path, flags: list[str], out: Path, rng: random.Random, step_s: float) -> dict:
-    """Start the run, SIGKILL it after a random logged step plus a random part of a step, resume it."""
+def _timed_run(recipe: Path, flags: list[str], out: Path) -> float:
+    """Run to the end; the mean seconds between logged steps (what a kill point is drawn within)."""
+    proc = subprocess.Popen(
+        _command(recipe, flags, out),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        seen.setdefault(len(_rows(out)), time.monotonic())
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the uninterrupted run in {out} failed (exit {proc.returncode})")
+    times = [seen[k] for k in sorted(seen) if k >= 1]
+    return (times[-1] - times[0]) / max(len(times) - 1, 1) if len(times) > 1 else 1.0
+
+
+def _kill(recipe: Path, flags: list[str], out: Path, rng: random.Random, step_s: float) -> dict:
+    """Start the run and SIGKILL it a random part of a step after a random logged step."""
     after = rng.randint(0, STEPS - 2)
-    delay = rng.uniform(0, 1.5 * step_s)
+    delay = rng.uniform(0, step_s)
     proc = subprocess.Popen(
         _command(recipe, flags, out),
         env=_env(),
@@ -145,16 +164,29 @@ def _kill_and_resume(recipe: Path, flags: list[str], out: Path, rng: random.Rand
     finished_first = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    complete = [p for p in out.glob("checkpoint-*")]
-    extra = ("--resume",) if complete else ("--overwrite",)
-    resumed = subprocess.run(
-        _command(recipe, flags, out, *extra), env=_env(), cwd=REPO, capture_output=True, text=True
-    )
     return {
         "kill_after_rows": after,
         "delay_s": round(delay, 3),
         "rows_at_kill": killed_at,
         "finished_before_kill": finished_first,
+        "killed_during_save": (out / ".staging").exists(),  # a checkpoint was being written
+    }
+
+
+def _kill_and_resume(recipe: Path, flags: list[str], out: Path, rng: random.Random, step_s: float) -> dict:
+    """A kill (a draw the run outlived, finishing first, is drawn again up to three times), then the
+    resume: from the newest complete checkpoint, or afresh when none was complete yet."""
+    for _ in range(3):
+        info = _kill(recipe, flags, out, rng, step_s)
+        if not info["finished_before_kill"]:
+            break
+        shutil.rmtree(out, ignore_errors=True)
+    extra = ("--resume",) if any(out.glob("checkpoint-*")) else ("--overwrite",)
+    resumed = subprocess.run(
+        _command(recipe, flags, out, *extra), env=_env(), cwd=REPO, capture_output=True, text=True
+    )
+    return {
+        **info,
         "resumed_with": extra[0],
         "resume_rc": resumed.returncode,
         "resume_error": resumed.stderr[-1500:] if resumed.returncode else "",
@@ -167,9 +199,7 @@ def kill_points(work: Path, model: str, methods: list[str], points: int, seed: i
     for method in methods:
         recipe, flags = _recipe(work, method, model)
         full = work / f"{method}-full"
-        start = time.monotonic()
-        subprocess.run(_command(recipe, flags, full), env=_env(), cwd=REPO, check=True, capture_output=True)
-        step_s = (time.monotonic() - start) / STEPS
+        step_s = _timed_run(recipe, flags, full)
         for i in range(points):
             out = work / f"{method}-kill{i}"
             info = _kill_and_resume(recipe, flags, out, rng, step_s)
@@ -363,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
             faults.append(retriever_load(args.load_seconds, seed=args.seed))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    exact = sum(k["exact"] for k in kills)
+    exact = sum(k["exact"] and not k["finished_before_kill"] for k in kills)  # a real kill, resumed exactly
     finite = [k["max_abs_diff"] for k in kills]
     head = {
         "resume_exact": f"{exact}/{len(kills)}",
