@@ -6,7 +6,7 @@
     python bench/methods.py --method grpo --model /tmp/tiny --seeds 1 --max_steps 2 --eval_size 8 \\
         --out /tmp/grpo.json --data.size 64                        # smoke run (tests/test_bench.py)
 
-Methods: grpo, spark, mash, gcpo, ttrl, ttrv; each setting is ``bench/proofs/<method>.py`` (its docstring
+Methods: grpo, spark, mash, gcpo, ttrl, ttrv, memory_r_plus; each setting is ``bench/proofs/<method>.py`` (its docstring
 says what the setting is and why). For every seed the starting weights are evaluated once, then each
 arm trains from them for the budget (evaluation excluded) and is evaluated after, on the same held-out
 questions (:mod:`bench.proofs.harness`). Every figure is the mean over seeds with a 95% bootstrap
@@ -45,6 +45,7 @@ SETTINGS = {
     "gcpo": "bench.proofs.gcpo:GCPOProof",
     "ttrl": "bench.proofs.testtime:TTRLProof",
     "ttrv": "bench.proofs.testtime:TTRVProof",
+    "memory_r_plus": "bench.proofs.memory:MemoryProof",
 }
 
 

@@ -27,6 +27,7 @@ SMOKE = {
     "mash": ["--per_device_train_batch_size", "8", "--num_generations", "4", "--known_questions", "24", "--warm_examples", "8"],
     "ttrl": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
     "ttrv": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
+    "memory_r_plus": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
 }  # fmt: skip
 LENGTH = {"ttrl": "--trainer.max_completion_length", "ttrv": "--trainer.max_completion_length"}
 
