@@ -64,6 +64,7 @@ BUILTIN_REWARDS: dict[str, str] = {
     "ttrv_frequency": "rewards.ttrl:ttrv_frequency",
     "pay_per_search": "rewards.search:PayPerSearch",
     "episodic_memory": "rewards.memory:EpisodicMemory",
+    "overlong": "rewards.overlong:overlong",
 }
 
 ON_ERROR_CHOICES = ("raise", "skip")

@@ -287,3 +287,44 @@ def test_length(completions, completion_ids, cap, expected):
 def test_length_bad_cap(cap):
     with pytest.raises(RewardError, match="`cap` must be a positive integer"):
         length(["a"], cap=cap)
+
+
+# --------------------------------------------------------------------------------------------------
+# overlong: DAPO's soft overlong punishment (Eq. 13)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n_tokens, expected",
+    [(1, 0.0), (16, 0.0), (17, -0.25), (18, -0.5), (20, -1.0), (21, -1.0)],  # L_max 20, L_cache 4
+)
+def test_overlong_follows_dapo_equation_13(n_tokens, expected):
+    from rewards.overlong import overlong
+
+    assert overlong(["x"], completion_ids=[[7] * n_tokens], max_length=20, cache=4) == [
+        pytest.approx(expected)
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [({}, "`max_length` must be a positive integer"), ({"max_length": 8, "cache": 9}, "`cache`")],
+)
+def test_overlong_bad_kwargs(kwargs, phrase):
+    from posttrain.errors import RewardError
+    from rewards.overlong import overlong
+
+    with pytest.raises(RewardError, match=phrase):
+        overlong(["x"], completion_ids=[[1]], **kwargs)
+
+
+def test_method_dapo_adds_the_overlong_punishment_once(tmp_path):
+    from posttrain.config import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {generator: chain_sum}\nmethod: dapo\ntrainer: {max_completion_length: 100}\n")
+    recipe = load_recipe(path)
+    (entry,) = [r for r in recipe.rewards if r.name == "overlong"]
+    assert entry.kwargs == {"max_length": 100, "cache": 20}
+    recipe.save(tmp_path / "saved.yaml")
+    assert [r.name for r in load_recipe(tmp_path / "saved.yaml").rewards].count("overlong") == 1

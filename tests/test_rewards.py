@@ -167,7 +167,7 @@ def test_builtins_all_load():
         (
             "zzz",
             {},
-            "Known rewards: accuracy, format, length, gcpo_contrastive, spark_judge, ttrl_majority, ttrv_frequency, pay_per_search, episodic_memory, broken_entry, my_entry.",
+            "Known rewards: accuracy, format, length, gcpo_contrastive, spark_judge, ttrl_majority, ttrv_frequency, pay_per_search, episodic_memory, overlong, broken_entry, my_entry.",
         ),  # built-ins, entry points
         ("no_such_pkg.mod:fn", {}, "cannot import module 'no_such_pkg.mod'"),  # bad module
         (

@@ -4,7 +4,8 @@
                        #   group mean/std advantages, no KL
     method: dr_grpo    # Dr.GRPO (arXiv 2503.20783): no length and no std normalisation
     method: dapo       # DAPO (arXiv 2503.14476): token-level loss over the batch, clip-higher 0.28,
-                       #   truncated completions masked (overlong filtering), no KL
+                       #   truncated completions masked (overlong filtering), no KL, and the soft
+                       #   overlong punishment (rewards/overlong.py) added to the recipe's rewards
 
 Their rewards come from the recipe (``accuracy`` by default). docs/methods.md, "The TRL settings each
 method preset sets".
@@ -26,6 +27,25 @@ DR_GRPO = Method(
     preset={**PLAIN, "loss_type": "dr_grpo", "scale_rewards": "none", "beta": 0.0},
 )
 
+
+def add_overlong(recipe) -> None:
+    """DAPO's soft overlong punishment joins the recipe's rewards (unless it lists one already), over the
+    last fifth of max_completion_length (the paper: 4,096 of 20,480)."""
+    from posttrain.rewards import RewardSpec
+
+    if any(r.name == "overlong" for r in recipe.rewards):
+        return
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    default = next(f.default for f in dataclasses.fields(GRPOConfig) if f.name == "max_completion_length")
+    limit = int(recipe.trainer.get("max_completion_length", default))
+    recipe.rewards.append(
+        RewardSpec(name="overlong", weight=1.0, kwargs={"max_length": limit, "cache": max(1, limit // 5)})
+    )
+
+
 DAPO = Method(
     name="dapo",
     summary="DAPO (arXiv 2503.14476): token-level loss, clip-higher, overlong filtering",
@@ -37,4 +57,5 @@ DAPO = Method(
         "epsilon_high": 0.28,
         "mask_truncated_completions": True,
     },
+    checks=(add_overlong,),
 )
