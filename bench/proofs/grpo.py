@@ -80,14 +80,8 @@ class GRPOProof(Setting):
         flags = {
             "model.name_or_path": self.starting_model(ctx),
             "data.eval_size": ctx.eval_size,
-            "output_dir": str(output_dir),
-            "seed": seed,
             "eval.before": False,  # the harness evaluates (its clock excludes evaluation)
-            "eval.after": False,
-            "run.time_budget": None,
-            "run.plot": False,
-            "save_strategy": "no",
-            "max_steps": ctx.max_steps or 10**6,
+            **self.harness_flags(seed, ctx, output_dir),
             **ctx.extra,
             **arm.flags,
         }

@@ -103,6 +103,20 @@ class Setting:
     def recipe(self, arm: Arm, seed: int, ctx: Context, output_dir: Path):
         raise NotImplementedError
 
+    def harness_flags(self, seed: int, ctx: Context, output_dir: Path) -> dict[str, Any]:
+        """Recipe flags every setting's runs share: the harness evaluates and times (its clock excludes
+        evaluation), so the run itself evaluates nothing, has no budget, no plot and no checkpoints."""
+        return {
+            "output_dir": str(output_dir),
+            "seed": seed,
+            "eval.before": False,
+            "eval.after": False,
+            "run.time_budget": None,
+            "run.plot": False,
+            "save_strategy": "no",
+            "max_steps": ctx.max_steps or 10**6,
+        }
+
     def starting_model(self, ctx: Context) -> str:
         return ctx.state.get("start_model", ctx.model)
 

@@ -135,8 +135,6 @@ class MashProof(Setting):
             "search.top_k": 1,
             "search.max_searches": 2,
             "search.max_turn_tokens": 48,
-            "output_dir": str(output_dir),
-            "seed": seed,
             "learning_rate": 1e-5,
             "lr_scheduler_type": "constant",
             "num_generations": 8,
@@ -146,12 +144,7 @@ class MashProof(Setting):
             "beta": 0.0,
             # MASH's entropy bonus (0.001) is off: on 2 cores it costs as much as the rest of the update.
             "entropy_coef": 0.0,
-            "eval.before": False,
-            "eval.after": False,
-            "run.time_budget": None,
-            "run.plot": False,
-            "save_strategy": "no",
-            "max_steps": ctx.max_steps or 10**6,
+            **self.harness_flags(seed, ctx, output_dir),
             **ctx.extra,
             **arm.flags,
         }

@@ -119,15 +119,8 @@ class SparkProof(Setting):
         flags = {
             "model.name_or_path": self.starting_model(ctx),
             "data.eval_size": ctx.eval_size,
-            "output_dir": str(output_dir),
-            "seed": seed,
             "spark.seed": seed,
-            "eval.before": False,
-            "eval.after": False,
-            "run.time_budget": None,
-            "run.plot": False,
-            "save_strategy": "no",
-            "max_steps": ctx.max_steps or 10**6,
+            **self.harness_flags(seed, ctx, output_dir),
             **ctx.extra,
             **arm.flags,
         }
