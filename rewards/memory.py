@@ -111,30 +111,32 @@ class KeyedMemory:
             self.responses[key] = collections.deque(maxlen=self.per_key)
         self.responses[key].append(response)
 
-    def nearest(self, query: np.ndarray, k: int) -> list[str]:
-        """The ``k`` stored questions most similar to ``query`` (cosine; vectors are unit length)."""
+    def nearest(self, queries: np.ndarray, k: int) -> list[list[str]]:
+        """For each row of ``queries``, the ``k`` stored questions most similar to it (cosine; vectors
+        are unit length). The stored keys are stacked (and indexed) once per call, not per query."""
         if not self.keys:
-            return []
+            return [[] for _ in queries]
         names = list(self.keys)
         matrix = np.stack([self.keys[n] for n in names]).astype(np.float32)
         k = min(k, len(names))
+        queries = np.asarray(queries, dtype=np.float32)
         if len(names) > self.faiss_above:
             import faiss
 
             index = faiss.IndexFlatIP(matrix.shape[1])
             index.add(matrix)
-            _, idx = index.search(query[None].astype(np.float32), k)
-            return [names[i] for i in idx[0] if i >= 0]
-        sims = matrix @ query
-        order = np.argsort(-sims, kind="stable")[:k]
-        return [names[i] for i in order]
+            _, idx = index.search(queries, k)
+            return [[names[i] for i in row if i >= 0] for row in idx]
+        sims = queries @ matrix.T
+        return [[names[i] for i in np.argsort(-row, kind="stable")[:k]] for row in sims]
 
-    def read(self, query: np.ndarray, k: int) -> np.ndarray:
-        """B(M, q): every response stored under the ``k`` nearest questions, as one array."""
-        rows = [r for name in self.nearest(query, k) for r in self.responses[name]]
-        if not rows:
-            return np.zeros((0, len(query)), dtype=np.float32)
-        return np.stack(rows)
+    def read(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
+        """B(M, q) for each query: every response stored under its ``k`` nearest questions, as one array."""
+        out = []
+        for found in self.nearest(queries, k):
+            rows = [r for name in found for r in self.responses[name]]
+            out.append(np.stack(rows) if rows else np.zeros((0, queries.shape[1]), dtype=np.float32))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -326,11 +328,12 @@ class EpisodicMemory:
             for i in range(n):
                 write(i)
         exploits, explores = [0.0] * n, [0.0] * n
+        q_rows = np.stack([q_vec[q] for q in questions]) if n else np.zeros((0, a_vecs.shape[1]))
         if len(self.success):  # an empty success memory gives no exploit signal: 0
-            reads = [self.success.read(q_vec[questions[i]], self.k) for i in range(n)]
+            reads = self.success.read(q_rows, self.k)
             exploits = self.norm_exploit([exploit_value(a_vecs[i], reads[i]) for i in range(n)])
         if explore_on:
-            reads = [self.failure.read(q_vec[questions[i]], self.k) for i in range(n)]
+            reads = self.failure.read(q_rows, self.k)
             explores = self.norm_explore([explore_value(a_vecs[i], reads[i]) for i in range(n)])
         scores: list[float | None] = [
             self.beta_exploit * exploits[i] + self.beta_explore * explores[i] for i in range(n)

@@ -69,7 +69,9 @@ def test_memory_evicts_the_oldest_question_and_response():
     memory.add("q2", unit(1, 2), unit(9, 1))
     memory.add("q2", unit(1, 2), unit(8, 1))
     assert len(memory.responses["q2"]) == 2 and np.allclose(memory.responses["q2"][0], unit(9, 1))
-    assert memory.nearest(unit(1, 2), 1) == ["q2"]
+    assert memory.nearest(np.stack([unit(1, 2), unit(1, 5)]), 1) == [["q2"], ["q3"]]
+    memory.faiss_above = 0  # the same answer from the FAISS index used for large memories
+    assert memory.nearest(np.stack([unit(1, 2), unit(1, 5)]), 1) == [["q2"], ["q3"]]
 
 
 def _batch():
