@@ -30,6 +30,7 @@ import yaml
 
 from posttrain.data import DataConfig
 from posttrain.distributed import accelerate_precision, reconcile_precision
+from posttrain.dynamic import DynamicSampling
 from posttrain.errors import ConfigError
 from posttrain.methods import SECTIONS as METHOD_SECTIONS
 from posttrain.methods import get_method, method_names, section_class
@@ -73,10 +74,19 @@ class MethodConfig:
     train_samples: int | None = None
     """Train on this many of each prompt's ``num_generations`` samples; all of them vote (group rewards
     see the whole group). TTRL: 64 generations, 32 trained. Must divide num_generations."""
+    dynamic_sampling: Any = None
+    """DAPO's dynamic sampling, ``{enabled, max_rounds}`` (:mod:`posttrain.dynamic`): groups without reward
+    variance are replaced by new ones; on by default for ``dapo``, off for the others."""
 
     def __post_init__(self) -> None:
         if self.name not in method_names():
             raise ConfigError(_unknown("method.name", self.name, method_names()))
+        self.dynamic_sampling = DynamicSampling.from_value(self.dynamic_sampling)
+        if self.dynamic_sampling.enabled and self.train_samples is not None:
+            raise ConfigError(
+                "method.dynamic_sampling cannot be combined with method.train_samples (TTRL's vote/train "
+                "split trains on part of each group); turn one of them off."
+            )
         if self.sample_weight is not None and (
             not isinstance(self.sample_weight, str) or not self.sample_weight
         ):
@@ -494,8 +504,8 @@ def _resolve_flag(key: str) -> tuple[str, str]:
         return section, name
     if "." in key:
         section, _, name = key.partition(".")
-        if section in keys and name in keys[section]:
-            return section, name
+        if section in keys and name.partition(".")[0] in keys[section]:
+            return section, name  # "field.sub": a key of a mapping-valued field
         raise _unknown_key_error(key, "the command-line flags")
     owners = [s for s, fs in keys.items() if key in fs]
     if len(owners) == 1:
@@ -558,7 +568,15 @@ def load_recipe(
             current = sections[section] = {}
         elif not isinstance(current, dict):
             raise ConfigError(f"`{section}` in {path} must be a mapping to take --{key}.")
-        current[name] = value
+        name, _, sub = name.partition(".")
+        if sub:  # --method.dynamic_sampling.enabled true
+            inner = current.get(name)
+            current[name] = inner = {} if inner is None else inner
+            if not isinstance(inner, dict):
+                raise ConfigError(f"`{section}.{name}` must be a mapping to take --{key}.")
+            inner[sub] = value
+        else:
+            current[name] = value
     return _build(sections, str(path) if path is not None else "the flags")
 
 

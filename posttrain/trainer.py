@@ -39,8 +39,10 @@ from posttrain import state as checkpoint_state
 from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
 from posttrain.checkpoints import save_atomically
+from posttrain.dynamic import DynamicSampler
 from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed, epoch_seeded
 from posttrain.guard import NonFiniteGuard
+from posttrain.queue import GroupQueue
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
 from posttrain.signal import SignalGate
@@ -81,6 +83,8 @@ class PosttrainTrainer(GRPOTrainer):
         self.timer = PhaseTimer()
         self.guard = NonFiniteGuard()  # a NaN/inf loss skips the step (posttrain/guard.py)
         self._scored: ScoredBatch | None = None
+        self.dynamic = None  # DAPO's dynamic sampling (posttrain/dynamic.py): enable_dynamic_sampling
+        self.last_rewards: torch.Tensor | None = None  # the last scoring's gathered total rewards
         self._prepare_seconds = 0.0
         args = copy.copy(args)  # weights live on the reward entries; TRL reads them from the config
         args.reward_weights = [p.weight for p in self.reward_plugins]
@@ -92,10 +96,26 @@ class PosttrainTrainer(GRPOTrainer):
             lambda t: self.accelerator.reduce(t.to(device), reduction="sum"), self.log_metric
         )
         if queue is not None and self.train_dataset is not None:
-            check_feed(self.args, self.train_dataset)
-            self.feed = PromptFeed(
-                self.train_dataset, queue, self.num_generations, args.seed, self.shuffle_dataset
-            )
+            self._start_feed()
+
+    def _start_feed(self) -> None:
+        check_feed(self.args, self.train_dataset)
+        if self.queue is None:
+            self.queue = GroupQueue()  # empty: the feed serves the data stream alone
+        self.feed = PromptFeed(
+            self.train_dataset, self.queue, self.num_generations, self.args.seed, self.shuffle_dataset
+        )
+
+    def enable_dynamic_sampling(self, max_rounds: int) -> None:
+        """Replace groups without reward variance by new ones, up to ``max_rounds`` rounds per batch
+        (DAPO; posttrain/dynamic.py). Extra prompts come from the prompt feed, started here if needed."""
+        n_groups = self.args.generation_batch_size // self.num_generations
+        acc = self.accelerator
+        self.dynamic = DynamicSampler(
+            max_rounds, self.num_generations, n_groups, acc.num_processes, acc.process_index
+        )
+        if self.feed is None:
+            self._start_feed()
 
     def set_rollout_engine(self, engine) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
@@ -148,6 +168,7 @@ class PosttrainTrainer(GRPOTrainer):
             with self.timer("reward"):
                 rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
                 self._scored = None
+                self.last_rewards = None
                 if (
                     self.selections
                     or self.advantage_transforms
@@ -161,6 +182,10 @@ class PosttrainTrainer(GRPOTrainer):
                     for col, plugin in enumerate(self.reward_plugins):
                         if plugin.is_group:
                             rewards[:, col] = self._run_group_plugin(plugin, batch)
+                if self.dynamic is not None:  # the totals TRL normalises, NaN where nothing scored
+                    weights = self.reward_weights.to(rewards.device)
+                    total = (rewards * weights).nansum(dim=1)
+                    self.last_rewards = total.masked_fill(torch.isnan(rewards).all(dim=1), torch.nan)
             return rewards
         finally:
             for plugin in self.reward_plugins:
@@ -198,6 +223,14 @@ class PosttrainTrainer(GRPOTrainer):
         return torch.tensor(out, dtype=torch.float32, device=batch.rewards_per_func.device)
 
     def _generate_and_score_completions(self, inputs):
+        if self.dynamic is not None and self.model.training:
+            return self.dynamic.sample(self, inputs, self._score_round, self._more_rows)
+        return self._score_round(inputs)
+
+    def _more_rows(self, _trainer) -> list:
+        return self.feed.local_batch(self)
+
+    def _score_round(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         batch = self._scored
         with self.timer("adv"):  # timed even when there is nothing to do: every run logs the same phases

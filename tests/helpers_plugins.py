@@ -119,3 +119,19 @@ def fails_every_third_call(completions, **kwargs):
     if _THIRD["n"] % 3 == 0:
         raise RuntimeError("flaky grader")
     return [0.5] * len(completions)
+
+
+def uniform_when_even(completions, answer, **kwargs):
+    """1 for every completion of a question with an even answer (a group without variance); otherwise a
+    score from the completion's text (varies within a group of sampled completions)."""
+    import zlib
+
+    return [
+        1.0 if int(a) % 2 == 0 else zlib.crc32(completion_text(c).encode()) % 97 / 97
+        for c, a in zip(completions, answer, strict=True)
+    ]
+
+
+def always_one(completions, **kwargs):
+    """The same reward everywhere: no group ever has variance."""
+    return [1.0 for _ in completions]

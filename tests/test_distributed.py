@@ -316,6 +316,34 @@ def test_spark_recycling_is_the_same_on_every_process_and_on_one(workdir):
     assert local_0[1][4] == local_1[1][0]
 
 
+def test_dynamic_sampling_takes_the_same_decisions_on_both_processes(workdir):
+    """DAPO's dynamic sampling with a group split over two processes: both ranks see the same gathered
+    rounds (so they agreed on how many to run and which prompts came next), and the logged plan matches
+    the rewards: the even-answer groups (uniform) are dropped, replaced from later rounds."""
+    probes = workdir["base"] / "dynamic-probes"
+    rewards = [
+        {"name": "probes:uniform_when_even"},
+        {"name": "probes:GatheredRowProbe", "weight": 0.0, "kwargs": {"out_dir": str(probes)}},
+    ]
+    sections = {"method": {"name": "grpo", "dynamic_sampling": {"enabled": True, "max_rounds": 3}}}
+    two = workdir["recipe"]("dynamic-two", rewards, sections, per_device_train_batch_size=6, **GREEDY)
+    args = ["--num_processes", "2", "--mixed_precision", "no", "-m", "posttrain.train", str(two)]
+    double = _run(_accelerate("ddp.yaml", *args), ROOT)
+    assert double.returncode == 0, double.stderr[-4000:]
+
+    def read(name: str) -> list:
+        return [json.loads(line) for line in (probes / name).read_text().splitlines()]
+
+    gathered_0, gathered_1 = read("gathered-rank0.jsonl"), read("gathered-rank1.jsonl")
+    assert gathered_0 == gathered_1
+    metrics = [json.loads(line) for line in (workdir["base"] / "dynamic-two" / "metrics.jsonl").open()]
+    steps = [m for m in metrics if "dynamic/rounds" in m]
+    assert (
+        len(steps) == 2 and sum(m["dynamic/rounds"] for m in steps) == len(gathered_0) > 2
+    )  # extra rounds ran
+    assert sum(m["dynamic/kept_groups"] for m in steps) > 0
+
+
 # --------------------------------------------------------------------------------------------------
 # A crash on one rank ends the launch
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from helpers_plugins import (
 from trl import GRPOConfig
 
 from posttrain.data import DataConfig, load_datasets
+from posttrain.dynamic import DynamicSampling
 from posttrain.errors import ConfigError, RewardError
 from posttrain.models import ModelConfig, load_model
 from posttrain.queue import GroupQueue
@@ -49,6 +50,7 @@ def make_trainer(
     hooks = {k: kwargs.pop(k) for k in hook_names if k in kwargs}
     # The `method` section's options, installed as a recipe would install them (posttrain/methods/base.py).
     options = {k: kwargs.pop(k, None) for k in ("sample_weight", "loss_constant", "train_samples")}
+    options["dynamic_sampling"] = DynamicSampling.from_value(kwargs.pop("dynamic_sampling", None))
     settings = {
         "output_dir": str(out),
         "use_cpu": True,
@@ -75,7 +77,10 @@ def make_trainer(
         processing_class=tokenizer,
         **hooks,
     )
-    if any(v is not None for v in options.values()):
+    if (
+        any(v is not None for k, v in options.items() if k != "dynamic_sampling")
+        or options["dynamic_sampling"].enabled
+    ):
         from types import SimpleNamespace
 
         from posttrain.methods.options import install_options

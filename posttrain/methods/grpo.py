@@ -4,8 +4,9 @@
                        #   group mean/std advantages, no KL
     method: dr_grpo    # Dr.GRPO (arXiv 2503.20783): no length and no std normalisation
     method: dapo       # DAPO (arXiv 2503.14476): token-level loss over the batch, clip-higher 0.28,
-                       #   truncated completions masked (overlong filtering), no KL, and the soft
-                       #   overlong punishment (rewards/overlong.py) added to the recipe's rewards
+                       #   truncated completions masked (overlong filtering), no KL, the soft
+                       #   overlong punishment (rewards/overlong.py) added to the recipe's rewards,
+                       #   and dynamic sampling (posttrain/dynamic.py) unless the recipe turns it off
 
 Their rewards come from the recipe (``accuracy`` by default). docs/methods.md, "The TRL settings each
 method preset sets".
@@ -46,9 +47,15 @@ def add_overlong(recipe) -> None:
     )
 
 
+def dynamic_sampling_on(recipe) -> None:
+    """DAPO's signature component is on unless the recipe says ``dynamic_sampling: {enabled: false}``."""
+    if recipe.method.dynamic_sampling.enabled is None:
+        recipe.method.dynamic_sampling.enabled = True
+
+
 DAPO = Method(
     name="dapo",
-    summary="DAPO (arXiv 2503.14476): token-level loss, clip-higher, overlong filtering",
+    summary="DAPO (arXiv 2503.14476): token-level loss, clip-higher, overlong filtering, dynamic sampling",
     preset={
         **PLAIN,
         "loss_type": "dapo",
@@ -57,5 +64,5 @@ DAPO = Method(
         "epsilon_high": 0.28,
         "mask_truncated_completions": True,
     },
-    checks=(add_overlong,),
+    checks=(add_overlong, dynamic_sampling_on),
 )

@@ -2,6 +2,7 @@
 
 - ``method.sample_weight`` / ``method.loss_constant``: GUI-G1's objective (:mod:`posttrain.methods.gui_g1`);
 - ``method.train_samples``: TTRL's vote/train split (:mod:`posttrain.methods.ttrl`);
+- ``method.dynamic_sampling``: DAPO's dynamic sampling (:mod:`posttrain.dynamic`);
 - ``search: {enabled: true}``: the search tool loop (:mod:`posttrain.methods.mash.rollout`).
 """
 
@@ -19,6 +20,8 @@ def install_options(trainer, recipe) -> None:
         from posttrain.methods.ttrl import install_vote_subset
 
         install_vote_subset(trainer, recipe)
+    if options.dynamic_sampling.enabled:
+        trainer.enable_dynamic_sampling(options.dynamic_sampling.max_rounds)
     if recipe.search.enabled:
         from posttrain.methods.mash.rollout import install_search
 

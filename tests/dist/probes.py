@@ -171,3 +171,10 @@ class RowProbe:
 class GatheredRowProbe(RowProbe):
     def __init__(self, out_dir: str):
         super().__init__(out_dir, "gathered")
+
+
+@group_reward
+def uniform_when_even(prompts, completions, answer, group_size, **kwargs):
+    """Whole groups with an even answer score 1 (no variance: dynamic sampling drops them); the others
+    score their position in the group (variance even under greedy decoding)."""
+    return [1.0 if int(a) % 2 == 0 else (i % group_size) / group_size for i, a in enumerate(answer)]
