@@ -82,11 +82,6 @@ class MethodConfig:
         if self.name not in method_names():
             raise ConfigError(_unknown("method.name", self.name, method_names()))
         self.dynamic_sampling = DynamicSampling.from_value(self.dynamic_sampling)
-        if self.dynamic_sampling.enabled and self.train_samples is not None:
-            raise ConfigError(
-                "method.dynamic_sampling cannot be combined with method.train_samples (TTRL's vote/train "
-                "split trains on part of each group); turn one of them off."
-            )
         if self.sample_weight is not None and (
             not isinstance(self.sample_weight, str) or not self.sample_weight
         ):

@@ -1,7 +1,9 @@
 """DAPO's dynamic sampling (arXiv 2503.14476, Sec. 3.2): groups without reward variance are replaced.
 
 A group whose rewards are all equal (after group-level plugins) has zero advantage everywhere, so it
-adds nothing to the gradient but still dilutes the batch. With ``method.dynamic_sampling.enabled``, each
+adds nothing to the gradient but still dilutes the batch. A group counts as having signal when one of
+its trained rows has a non-zero advantage: the rewards' variance, read after selections and advantage
+transforms. With ``method.dynamic_sampling.enabled``, each
 training generation batch is generated and scored, its uniform groups are dropped, and more prompts are
 generated and scored ("rounds") until every group slot of the batch holds a group with signal or
 ``max_rounds`` rounds have run. Then the batch trains on what it has: a slot still empty holds a
@@ -78,16 +80,19 @@ class DynamicSampling:
 
 
 # ------------------------------------------------------------------------------------------- pure maths
-def group_signal(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> list[bool]:
-    """Per group of ``group_size`` consecutive rows: whether its total rewards differ (NaN rows ignored:
-    TRL leaves unscorable completions out of the baseline). Variance, not the mean, decides: a group of
-    equal non-binary rewards carries no signal either."""
-    groups = rewards.detach().float().cpu().view(-1, group_size)
-    out = []
-    for row in groups:
-        row = row[~torch.isnan(row)]
-        out.append(bool(row.numel() > 1 and (row.max() - row.min()).item() > tol))
-    return out
+def group_signal(advantages: torch.Tensor, rows_per_group: int, tol: float = 1e-6) -> list[bool]:
+    """Per group of ``rows_per_group`` consecutive rows: whether any row has a non-zero advantage, i.e.
+    whether the group reaches the gradient. An advantage is the reward minus its group's mean (then
+    scaled), so this is the rewards' variance, not their mean (equal non-binary rewards carry no signal
+    either); it also sees what selections and advantage transforms did (TTRL's trained subset).
+    ``advantages``: (rows,) or token-level (rows, T)."""
+    return rows_with_signal(advantages, tol).view(-1, rows_per_group).any(dim=1).tolist()
+
+
+def rows_with_signal(advantages: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """(rows,) bool: a non-zero advantage on the row (on any token, for token-level advantages)."""
+    moves = advantages.detach().float().abs() > tol
+    return moves.any(dim=-1) if moves.dim() > 1 else moves
 
 
 def slot_bins(n_groups: int, group_size: int, num_processes: int) -> list[list[int]]:
@@ -157,9 +162,9 @@ def _pad(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
 class DynamicSampler:
     """Runs the rounds of one training generation batch (module docstring).
 
-    ``score(rows)`` generates and scores local rows (the trainer's one-round path) and leaves the round's
-    gathered total rewards in ``trainer.last_rewards``; ``more(trainer)`` returns the next local rows
-    (the prompt feed)."""
+    ``score(rows)`` generates and scores local rows (the trainer's one-round path); ``more(trainer)``
+    returns the next local rows (the prompt feed). Rows per group are read from the scored output, so a
+    method that trains on part of each group (TTRL's vote/train split) is planned on what it trains."""
 
     def __init__(self, max_rounds: int, group_size: int, n_groups: int, num_processes: int, process: int):
         if n_groups < 1:
@@ -168,18 +173,25 @@ class DynamicSampler:
                 "raise per_device_train_batch_size x steps_per_generation x processes to a multiple of "
                 "num_generations."
             )
-        self.max_rounds, self.group_size, self.n_groups = max_rounds, group_size, n_groups
+        self.max_rounds, self.n_groups = max_rounds, n_groups
         self.num_processes, self.process = num_processes, process
-        self.bins = slot_bins(n_groups, group_size, num_processes)
-        self.rows_local = n_groups * group_size // num_processes
+
+    def _row_signal(self, output: dict[str, Any]) -> torch.Tensor:
+        """Per local row, whether its advantage is non-zero, gathered from every process (1-D: the
+        token-level advantages of an importance-corrected batch differ in width across processes)."""
+        return gather(rows_with_signal(output["advantages"]).float())
 
     def sample(self, trainer, inputs, score, more) -> dict[str, Any]:
         outputs, signals = [], []
         for round_index in range(self.max_rounds):
             rows = inputs if round_index == 0 else more(trainer)
             outputs.append(score(rows))
-            signals.append(group_signal(trainer.last_rewards, self.group_size))
-            plan = plan_slots(signals, self.bins)
+            row_signal = self._row_signal(outputs[-1])
+            self.rows_per_group = len(row_signal) // self.n_groups
+            self.rows_local = len(row_signal) // self.num_processes
+            bins = slot_bins(self.n_groups, self.rows_per_group, self.num_processes)
+            signals.append(group_signal(row_signal, self.rows_per_group))
+            plan = plan_slots(signals, bins)
             if all(source is not None for source in plan):
                 break
         generated = len(signals) * self.n_groups
@@ -195,8 +207,8 @@ class DynamicSampler:
         picks, unfilled = [], []
         for slot, source in enumerate(plan):
             round_index, group = source if source is not None else (len(outputs) - 1, slot)
-            targets = local_rows(slot, self.group_size, self.rows_local, self.process)
-            sources = local_rows(group, self.group_size, self.rows_local, self.process)
+            targets = local_rows(slot, self.rows_per_group, self.rows_local, self.process)
+            sources = local_rows(group, self.rows_per_group, self.rows_local, self.process)
             picks.extend((round_index, i) for i in sources)
             if source is None:
                 unfilled.extend(range(len(picks) - len(targets), len(picks)))

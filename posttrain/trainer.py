@@ -84,7 +84,6 @@ class PosttrainTrainer(GRPOTrainer):
         self.guard = NonFiniteGuard()  # a NaN/inf loss skips the step (posttrain/guard.py)
         self._scored: ScoredBatch | None = None
         self.dynamic = None  # DAPO's dynamic sampling (posttrain/dynamic.py): enable_dynamic_sampling
-        self.last_rewards: torch.Tensor | None = None  # the last scoring's gathered total rewards
         self._prepare_seconds = 0.0
         args = copy.copy(args)  # weights live on the reward entries; TRL reads them from the config
         args.reward_weights = [p.weight for p in self.reward_plugins]
@@ -168,7 +167,6 @@ class PosttrainTrainer(GRPOTrainer):
             with self.timer("reward"):
                 rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
                 self._scored = None
-                self.last_rewards = None
                 if (
                     self.selections
                     or self.advantage_transforms
@@ -182,10 +180,6 @@ class PosttrainTrainer(GRPOTrainer):
                     for col, plugin in enumerate(self.reward_plugins):
                         if plugin.is_group:
                             rewards[:, col] = self._run_group_plugin(plugin, batch)
-                if self.dynamic is not None:  # the totals TRL normalises, NaN where nothing scored
-                    weights = self.reward_weights.to(rewards.device)
-                    total = (rewards * weights).nansum(dim=1)
-                    self.last_rewards = total.masked_fill(torch.isnan(rewards).all(dim=1), torch.nan)
             return rewards
         finally:
             for plugin in self.reward_plugins:

@@ -8,7 +8,6 @@ The two-process test (identical decisions on every process) is in tests/test_dis
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -36,11 +35,13 @@ torch.set_num_threads(1)
 # --------------------------------------------------------------------------------------------------
 
 
-def test_group_signal_is_reward_variance_not_the_mean():
-    rewards = torch.tensor([1, 1, 1, 1, 0, 1, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.2, math.nan, 0.2, 0.7])
-    # all right | mixed | equal non-binary (no signal: OpenRLHF#1270) | NaN ignored, rest varies
-    assert group_signal(rewards, 4) == [False, True, False, True]
-    assert group_signal(torch.tensor([math.nan, 1.0, math.nan, math.nan]), 4) == [False]
+def test_a_group_has_signal_when_one_of_its_rows_has_an_advantage():
+    # mixed | all zero | one row moves | token-level (an importance-corrected batch)
+    advantages = torch.tensor([0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0, 0, 0, 1e-3, 0])
+    assert group_signal(advantages, 4) == [True, False, True]
+    assert group_signal(torch.tensor([1e-9, -1e-9]), 2) == [False]  # round-off of equal rewards
+    tokens = torch.tensor([[0.0, 0.0], [0.0, 0.2], [0.0, 0.0], [0.0, 0.0]])
+    assert group_signal(tokens, 2) == [True, False]
 
 
 def test_slot_bins_whole_groups_share_a_process_split_groups_keep_their_place():
@@ -126,8 +127,6 @@ def test_dapo_turns_it_on_the_others_do_not_and_flags_reach_it(tmp_path):
         tmp_path, "--method.dynamic_sampling.enabled", "true", "--method.dynamic_sampling.max_rounds", "2"
     )
     assert on.method.dynamic_sampling == DynamicSampling(enabled=True, max_rounds=2)
-    with pytest.raises(ConfigError, match="cannot be combined with method.train_samples"):
-        _recipe(tmp_path, "--method.dynamic_sampling", "true", "--method.train_samples", "2")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +153,8 @@ def _answer_of(tokenizer, prompt_ids) -> int:
     return int(a) + int(b)
 
 
-def test_uniform_groups_never_reach_the_loss(tiny_model, math_jsonl, tmp_path):
+@pytest.mark.parametrize("train_samples", [None, 2])  # 2: TTRL's split, 2 of each 4 samples trained
+def test_uniform_groups_never_reach_the_loss(tiny_model, math_jsonl, tmp_path, train_samples):
     plugins = [RewardPlugin(uniform_when_even, "even")]
     trainer = make_trainer(
         tiny_model,
@@ -162,19 +162,22 @@ def test_uniform_groups_never_reach_the_loss(tiny_model, math_jsonl, tmp_path):
         plugins,
         tmp_path,
         max_steps=3,
+        train_samples=train_samples,
         dynamic_sampling={"enabled": True, "max_rounds": 4},
     )
     capture = _Capture(trainer)
     trainer.train()
+    per_group = train_samples or G
     trained = 0
     for out in capture.outputs:
         mask = out["completion_mask"] * out.get("tool_mask", torch.ones_like(out["completion_mask"]))
-        for g in range(len(mask) // G):
-            rows = slice(g * G, (g + 1) * G)
+        assert len(mask) == 2 * per_group  # the batch keeps its shape
+        for g in range(2):
+            rows = slice(g * per_group, (g + 1) * per_group)
             if mask[rows].sum() == 0:
                 continue  # an empty slot, masked out
             trained += 1
-            assert _answer_of(trainer.processing_class, out["prompt_ids"][g * G]) % 2 == 1
+            assert _answer_of(trainer.processing_class, out["prompt_ids"][g * per_group]) % 2 == 1
             assert out["advantages"][rows].abs().sum() > 0
         assert out["num_items_in_batch"] == mask.sum()
     assert trained > 0
