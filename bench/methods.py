@@ -46,6 +46,8 @@ SETTINGS = {
     "ttrl": "bench.proofs.testtime:TTRLProof",
     "ttrv": "bench.proofs.testtime:TTRVProof",
     "memory_r_plus": "bench.proofs.memory:MemoryProof",
+    "dynamic_demo": "bench.proofs.dynamic:DynamicDemoProof",  # run by bench/pipeline.py
+    "dynamic_ttrl": "bench.proofs.dynamic:DynamicTTRLProof",
 }
 
 

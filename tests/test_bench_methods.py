@@ -28,8 +28,10 @@ SMOKE = {
     "ttrl": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
     "ttrv": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
     "memory_r_plus": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
+    "dynamic_demo": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
+    "dynamic_ttrl": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
 }  # fmt: skip
-LENGTH = {"ttrl": "--trainer.max_completion_length", "ttrv": "--trainer.max_completion_length"}
+LENGTH = {m: "--trainer.max_completion_length" for m in ("ttrl", "ttrv", "dynamic_ttrl")}
 
 
 @pytest.fixture
@@ -74,6 +76,35 @@ def test_harness_smoke(bench, method, tiny_model, tmp_path, capsys):
     for key in headline:
         same = result[key] == pytest.approx(headline[key], nan_ok=True)
         assert same or (math.isnan(result[key]) and math.isnan(headline[key]))
+
+
+def test_pipeline_smoke_prints_the_dynamic_sampling_figures(bench, tiny_model, tmp_path, capsys):
+    argv = [
+        "--only",
+        "dynamic_demo",
+        "--seeds",
+        "1",
+        "--model",
+        tiny_model,
+        "--max_steps",
+        "2",
+        "--eval_size",
+        "8",
+    ]
+    argv += ["--out", str(tmp_path / "pipeline.json"), "--methods_dir", str(tmp_path / "methods")]
+    argv += ["--runs_dir", str(tmp_path / "runs"), "--max_completion_length", "8", *SMOKE["dynamic_demo"]]
+    figures = bench("pipeline").main(argv)
+    from bench.common import parse_headline
+
+    last = parse_headline(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(last) == ["signal_steps_dynamic", "signal_steps_plain", "signal_groups_dynamic"] + [
+        "signal_groups_plain",
+        "dynamic_acc",
+        "plain_acc",
+    ]
+    assert last == pytest.approx(figures, nan_ok=True)
+    assert (tmp_path / "methods" / "dynamic_demo.json").exists()
+    assert json.loads((tmp_path / "pipeline.json").read_text())["settings"]["dynamic_demo"]
 
 
 def test_resume_keeps_finished_runs(bench, tiny_model, tmp_path, capsys):
