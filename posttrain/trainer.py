@@ -20,14 +20,15 @@ Where each hook sits in one of TRL's generation cycles::
 Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
 ``_generate_and_score_completions``, ``_generate``, ``_tokenize_prompts`` (prompts that prefill the
 reply: posttrain/chat.py), ``_generate_single_turn``, ``_compute_loss``,
-``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``_save_checkpoint``,
-``_load_optimizer_and_scheduler``, ``get_train_dataloader``, ``get_resumed_dataloader``.
+``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``get_train_dataloader``,
+``get_resumed_dataloader``; ``_save_checkpoint`` and ``_load_optimizer_and_scheduler`` in
+:mod:`posttrain.trainer_checkpoints`. DAPO's dynamic sampling wraps one generation batch's scoring in
+rounds (:mod:`posttrain.dynamic`).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import time
 from typing import Any
 
@@ -35,10 +36,8 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
-from posttrain import state as checkpoint_state
 from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
-from posttrain.checkpoints import save_atomically
 from posttrain.dynamic import DynamicSampler
 from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed, epoch_seeded
 from posttrain.guard import NonFiniteGuard
@@ -48,12 +47,13 @@ from posttrain.rollout.generation import make_generation
 from posttrain.signal import SignalGate
 from posttrain.state import STATE_FILE  # noqa: F401  (re-exported: tests and tools read the file name)
 from posttrain.timing import PhaseTimer
+from posttrain.trainer_checkpoints import CheckpointMixin
 
 # Columns TRL handles itself; everything else in a row reaches reward plugins as a keyword argument.
 _NOT_KWARGS = ("prompt", "completion", "completion_ids")
 
 
-class PosttrainTrainer(GRPOTrainer):
+class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
     """``GRPOTrainer`` with group-level rewards, hooks, a prompt queue and a rollout engine (module docstring)."""
 
     def __init__(
@@ -329,30 +329,3 @@ class PosttrainTrainer(GRPOTrainer):
             for key, seconds in self.timer.pop().items():
                 self._metrics["train"][key].append(seconds)
         return output
-
-    # ----------------------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, model, trial):
-        def write(folder: str) -> None:
-            GRPOTrainer._save_checkpoint(self, model, trial)
-            if self.args.should_save:
-                hooks = [*self.scored_hooks, self.gate, self.guard]
-                checkpoint_state.save(
-                    folder, self.reward_plugins, self.queue, self.feed, self._generations, hooks
-                )
-
-        save_atomically(self, trial, write)  # staged, sealed with a manifest, then renamed
-
-    def load_finished(self, checkpoint: str) -> None:
-        """Take the weights and state of a checkpoint at ``max_steps`` (transformers would train one more
-        step on resuming from it)."""
-        from transformers import TrainerState
-
-        self._load_from_checkpoint(checkpoint)
-        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None:
-            hooks = [*self.scored_hooks, self.gate, self.guard]
-            restored = checkpoint_state.load(checkpoint, self.reward_plugins, self.queue, self.feed, hooks)
-            self._generations = (restored or {}).get("generations", 0)

@@ -125,7 +125,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_space(
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("posttrain.trainer.checkpoint_state.save", save)
+    monkeypatch.setattr("posttrain.trainer_checkpoints.checkpoint_state.save", save)
     with pytest.raises(CheckpointSpaceError) as err:
         trainer.train()
     message = str(err.value)

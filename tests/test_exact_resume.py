@@ -35,6 +35,8 @@ RECIPES = {
     "mash": ("mash_search", ["--data.max_samples", "16", "--max_completion_length", "48", "--search.max_turn_tokens", "24"]),
     # 32 questions, 16 per optimizer step (gradient accumulation 8): the resume falls in the second epoch.
     "memory_r_plus": ("memory_r_gsm8k", ["--data.max_samples", "32", "--max_completion_length", "16"]),
+    # DAPO with dynamic sampling: the feed's position after a varying number of rounds per step resumes too.
+    "dapo": ("quickstart", ["--data.size", "32", "--max_completion_length", "16", "--method.name", "dapo"]),
     "ttrl": ("quickstart", ["--data.size", "32", "--max_completion_length", "16", "--method.name", "ttrl", "--method.train_samples", "2"]),
 }  # fmt: skip
 NOT_COMPARED = ("time/", "step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second")
