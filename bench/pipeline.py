@@ -9,6 +9,7 @@ the same weights at equal wall budget, over seeds, with 95% intervals:
 
     python bench/pipeline.py                              # 2 seeds, 5 min per arm (demo), 4 min (TTRL)
     python bench/pipeline.py --seeds 3 --budget 10m --only dynamic_demo
+    python bench/pipeline.py --reuse                      # the figures of finished runs, running the rest
     python bench/pipeline.py --model /tmp/tiny --seeds 1 --max_steps 2 --eval_size 8 --methods_dir /tmp/m --out /tmp/p.json
 
 Writes ``bench/results/pipeline.json`` (each setting's headline, the figures are in
@@ -21,6 +22,7 @@ then the same for the TTRL task with a ``ttrl_`` prefix.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -46,11 +48,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures: dict[str, float] = {}
     per_setting = {}
     for name in [args.only] if args.only else SETTINGS:
-        flags = ["--method", name, "--seeds", *seeds, *extra]
-        if args.budget:
-            flags += ["--budget", args.budget]
-        flags += ["--out", str(Path(args.methods_dir) / f"{name}.json")]
-        head = methods.main(flags)
+        out = Path(args.methods_dir) / f"{name}.json"
+        done = json.loads(out.read_text()) if args.reuse and out.exists() else {}
+        if done.get("complete"):
+            head = done["headline"]
+        else:
+            flags = ["--method", name, "--seeds", *seeds, *extra, "--out", str(out)]
+            if args.budget:
+                flags += ["--budget", args.budget]
+            head = methods.main(flags)
         per_setting[name] = head
         prefix = "" if name == "dynamic_demo" else "ttrl_"
         figures.update(
