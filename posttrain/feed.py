@@ -39,16 +39,16 @@ def check_feed(args, dataset) -> None:
     data set (its passes are permutations of the rows)."""
     if args.max_steps <= 0:
         raise ConfigError(
-            "A prompt queue (SPARK's recycled tasks) adds optimizer steps that an epoch count cannot foresee: "
-            "set trainer.max_steps (every optimizer step counts, recycled or not); run.time_budget can stop "
-            "the run earlier."
+            "SPARK's recycled tasks and DAPO's dynamic sampling draw prompts at a pace an epoch count cannot "
+            "foresee: set trainer.max_steps (every optimizer step counts); run.time_budget can stop the run "
+            "earlier. (For DAPO without it: --method.dynamic_sampling.enabled false.)"
         )
     from datasets import IterableDataset
 
     if isinstance(dataset, IterableDataset):
         raise ConfigError(
-            "A prompt queue (SPARK's recycled tasks) needs a map-style training data set (one with a length), "
-            "got an iterable one; load the data without streaming."
+            "SPARK's recycled tasks and DAPO's dynamic sampling need a map-style training data set (one with a "
+            "length), got an iterable one; load the data without streaming."
         )
 
 
