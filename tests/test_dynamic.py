@@ -235,3 +235,16 @@ def test_the_data_order_is_reproducible(tiny_model, math_jsonl, tmp_path):
         return [out["prompt_ids"].tolist() for out in capture.outputs]
 
     assert prompts("a") == prompts("b")
+
+
+def test_without_max_steps_it_says_so_at_start(tiny_model, math_jsonl, tmp_path):
+    with pytest.raises(ConfigError, match=r"set trainer.max_steps.*dynamic_sampling.enabled false"):
+        make_trainer(
+            tiny_model,
+            math_jsonl,
+            [RewardPlugin(uniform_when_even, "even")],
+            tmp_path,
+            max_steps=-1,
+            num_train_epochs=1,
+            dynamic_sampling=True,
+        )
