@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--methods_dir", default=str(RESULTS / "methods"), help="where each setting's JSON goes"
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a setting's figures from its finished JSON instead of running it",
+    )
     args, extra = parser.parse_known_args(argv)
     seeds = args.seeds.split(",")
     figures: dict[str, float] = {}
