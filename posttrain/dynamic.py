@@ -163,7 +163,7 @@ class DynamicSampler:
     """Runs the rounds of one training generation batch (module docstring).
 
     ``score(rows)`` generates and scores local rows (the trainer's one-round path); ``more(trainer)``
-    returns the next local rows (the prompt feed). Rows per group are read from the scored output, so a
+    returns the next local rows (the prompt feed's ``local_batch``). Rows per group are read from the scored output, so a
     method that trains on part of each group (TTRL's vote/train split) is planned on what it trains."""
 
     def __init__(self, max_rounds: int, group_size: int, n_groups: int, num_processes: int, process: int):
@@ -187,10 +187,9 @@ class DynamicSampler:
             rows = inputs if round_index == 0 else more(trainer)
             outputs.append(score(rows))
             row_signal = self._row_signal(outputs[-1])
-            self.rows_per_group = len(row_signal) // self.n_groups
-            self.rows_local = len(row_signal) // self.num_processes
-            bins = slot_bins(self.n_groups, self.rows_per_group, self.num_processes)
-            signals.append(group_signal(row_signal, self.rows_per_group))
+            per_group = len(row_signal) // self.n_groups  # fewer than G under TTRL's vote/train split
+            bins = slot_bins(self.n_groups, per_group, self.num_processes)
+            signals.append(group_signal(row_signal, per_group))
             plan = plan_slots(signals, bins)
             if all(source is not None for source in plan):
                 break
@@ -201,14 +200,15 @@ class DynamicSampler:
         trainer.log_metric("dynamic/dropped_groups", generated - with_signal)
         trainer.log_metric("dynamic/kept_groups", kept)
         trainer.log_metric("dynamic/unfilled_groups", self.n_groups - kept)
-        return self._assemble(trainer, outputs, plan)
+        return self._assemble(trainer, outputs, plan, per_group)
 
-    def _assemble(self, trainer, outputs: list[dict[str, Any]], plan) -> dict[str, Any]:
+    def _assemble(self, trainer, outputs: list[dict[str, Any]], plan, per_group: int) -> dict[str, Any]:
         picks, unfilled = [], []
+        rows_local = len(outputs[0]["advantages"])
         for slot, source in enumerate(plan):
             round_index, group = source if source is not None else (len(outputs) - 1, slot)
-            targets = local_rows(slot, self.rows_per_group, self.rows_local, self.process)
-            sources = local_rows(group, self.rows_per_group, self.rows_local, self.process)
+            targets = local_rows(slot, per_group, rows_local, self.process)
+            sources = local_rows(group, per_group, rows_local, self.process)
             picks.extend((round_index, i) for i in sources)
             if source is None:
                 unfilled.extend(range(len(picks) - len(targets), len(picks)))

@@ -218,11 +218,8 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if self.dynamic is not None and self.model.training:
-            return self.dynamic.sample(self, inputs, self._score_round, self._more_rows)
+            return self.dynamic.sample(self, inputs, self._score_round, self.feed.local_batch)
         return self._score_round(inputs)
-
-    def _more_rows(self, _trainer) -> list:
-        return self.feed.local_batch(self)
 
     def _score_round(self, inputs):
         output = super()._generate_and_score_completions(inputs)

@@ -134,18 +134,18 @@ def test_dapo_turns_it_on_the_others_do_not_and_flags_reach_it(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-class _Capture:
-    """Wraps the trainer's generation batch step: keeps what the loss will see."""
+def _train(tiny_model, math_jsonl, out, reward, **kwargs):
+    """Train the tiny model with one reward; returns the trainer and every batch the loss saw."""
+    trainer = make_trainer(tiny_model, math_jsonl, [RewardPlugin(reward, reward.__name__)], out, **kwargs)
+    outputs, inner = [], trainer._generate_and_score_completions
 
-    def __init__(self, trainer):
-        self.outputs, inner = [], trainer._generate_and_score_completions
+    def capture(inputs):
+        outputs.append(inner(inputs))
+        return outputs[-1]
 
-        def capture(inputs):
-            out = inner(inputs)
-            self.outputs.append(out)
-            return out
-
-        trainer._generate_and_score_completions = capture
+    trainer._generate_and_score_completions = capture
+    trainer.train()
+    return trainer, outputs
 
 
 def _answer_of(tokenizer, prompt_ids) -> int:
@@ -155,21 +155,18 @@ def _answer_of(tokenizer, prompt_ids) -> int:
 
 @pytest.mark.parametrize("train_samples", [None, 2])  # 2: TTRL's split, 2 of each 4 samples trained
 def test_uniform_groups_never_reach_the_loss(tiny_model, math_jsonl, tmp_path, train_samples):
-    plugins = [RewardPlugin(uniform_when_even, "even")]
-    trainer = make_trainer(
+    trainer, outputs = _train(
         tiny_model,
         math_jsonl,
-        plugins,
         tmp_path,
+        uniform_when_even,
         max_steps=3,
         train_samples=train_samples,
         dynamic_sampling={"enabled": True, "max_rounds": 4},
     )
-    capture = _Capture(trainer)
-    trainer.train()
     per_group = train_samples or G
     trained = 0
-    for out in capture.outputs:
+    for out in outputs:
         mask = out["completion_mask"] * out.get("tool_mask", torch.ones_like(out["completion_mask"]))
         assert len(mask) == 2 * per_group  # the batch keeps its shape
         for g in range(2):
@@ -189,24 +186,21 @@ def test_uniform_groups_never_reach_the_loss(tiny_model, math_jsonl, tmp_path, t
 
 @pytest.mark.parametrize("max_rounds", [1, 3])
 def test_max_rounds_bounds_the_extra_generation(tiny_model, math_jsonl, tmp_path, max_rounds):
-    plugins = [RewardPlugin(always_one, "one")]
-    trainer = make_trainer(
+    trainer, outputs = _train(
         tiny_model,
         math_jsonl,
-        plugins,
         tmp_path,
+        always_one,
         max_steps=2,
         beta=0.0,
         dynamic_sampling={"enabled": True, "max_rounds": max_rounds},
     )
-    capture = _Capture(trainer)
-    trainer.train()
     logs = train_logs(trainer)
     assert [e["dynamic/rounds"] for e in logs] == [max_rounds, max_rounds]
     assert trainer.feed.batches == 2 * max_rounds  # prompts consumed, never more than max_rounds batches
     assert all(e["dynamic/unfilled_groups"] == 2 and e["dynamic/kept_groups"] == 0 for e in logs)
     assert all(
-        out["tool_mask"].sum() == 0 and out["num_items_in_batch"] == 0 for out in capture.outputs
+        out["tool_mask"].sum() == 0 and out["num_items_in_batch"] == 0 for out in outputs
     )  # nothing uniform is trained
     assert trainer.gate.skipped_steps == 2  # and no step moves the weights
 
@@ -222,17 +216,10 @@ def test_off_is_the_plain_trainer(tiny_model, math_jsonl, tmp_path):
 
 def test_the_data_order_is_reproducible(tiny_model, math_jsonl, tmp_path):
     def prompts(run: str) -> list:
-        trainer = make_trainer(
-            tiny_model,
-            math_jsonl,
-            [RewardPlugin(uniform_when_even, "even")],
-            tmp_path / run,
-            max_steps=2,
-            dynamic_sampling=True,
+        _, outputs = _train(
+            tiny_model, math_jsonl, tmp_path / run, uniform_when_even, max_steps=2, dynamic_sampling=True
         )
-        capture = _Capture(trainer)
-        trainer.train()
-        return [out["prompt_ids"].tolist() for out in capture.outputs]
+        return [out["prompt_ids"].tolist() for out in outputs]
 
     assert prompts("a") == prompts("b")
 

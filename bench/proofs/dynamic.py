@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.proofs.grpo import GRPOProof
-from bench.proofs.harness import BASE, Arm, Context, Figure, Records
+from bench.proofs.harness import BASE, Arm, Context, Figure
 from bench.proofs.testtime import TTRLProof, _set_mean
 from bench.stats import mean_over
 
@@ -127,6 +127,3 @@ class DynamicTTRLProof(TTRLProof):
 
     def train_scalars(self, output_dir: Path) -> dict[str, float]:
         return signal_scalars(output_dir)
-
-    def evaluate(self, model, tokenizer, seed: int, ctx: Context) -> Records:
-        return super().evaluate(model, tokenizer, seed, ctx)
