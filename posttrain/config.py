@@ -216,8 +216,8 @@ class Recipe:
             value = getattr(self, name)
             if name == "rewards":
                 out[name] = [dataclasses.asdict(r) for r in value]
-            elif dataclasses.is_dataclass(value):
-                out[name] = dataclasses.asdict(value)
+            elif dataclasses.is_dataclass(value):  # keys as recipes spell them (``async_`` -> ``async``)
+                out[name] = {k.removesuffix("_"): v for k, v in dataclasses.asdict(value).items()}
             else:
                 out[name] = dict(value)
         return out
@@ -313,7 +313,15 @@ def _unknown(key: str, value: str, valid: list[str]) -> str:
 
 
 def _fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    # A field named after a Python keyword carries a trailing underscore (``async_``); recipes spell it
+    # without (``rollout.async``).
+    return [f.name.removesuffix("_") for f in dataclasses.fields(cls)]
+
+
+def _field_kwargs(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Recipe keys -> the dataclass's field names (``async`` -> ``async_``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {(f"{k}_" if k not in names and f"{k}_" in names else k): v for k, v in values.items()}
 
 
 def _all_keys() -> dict[str, list[str]]:
@@ -373,7 +381,7 @@ def _build(sections: dict[str, Any], where: str) -> Recipe:
         values = _check_section(name, sections.get(name), where)
         if name in sections or name == "data":
             try:
-                kwargs[name] = cls(**values)
+                kwargs[name] = cls(**_field_kwargs(cls, values))
             except TypeError as exc:
                 raise ConfigError(f"Invalid `{name}` section in {where}: {exc}") from exc
     trainer = {**TRAINER_DEFAULTS, **_check_section("trainer", sections.get("trainer"), where)}

@@ -22,12 +22,13 @@ def _stateful(hooks) -> dict[str, Any]:
     return {f"{i}:{type(h).__name__}": h for i, h in enumerate(hooks) if hasattr(h, "state_dict")}
 
 
-def save(folder: str, plugins, queue, feed, generations: int, hooks=()) -> None:
+def save(folder: str, plugins, queue, feed_state, generations: int, hooks=()) -> None:
+    """``feed_state``: the position of the prompt feed to resume from (or None without a feed)."""
     state = {
         "rewards": {p.name: p.state_dict() for p in plugins if p.is_stateful},
         "hooks": {key: hook.state_dict() for key, hook in _stateful(hooks).items()},
         "queue": queue.state_dict() if queue is not None else None,
-        "feed": feed.state_dict() if feed is not None else None,
+        "feed": feed_state,
         "generations": generations,
     }
     torch.save(state, os.path.join(folder, STATE_FILE))

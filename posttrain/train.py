@@ -23,7 +23,7 @@ from typing import Any
 from posttrain.checkpoints import resume_point
 from posttrain.config import Recipe, load_recipe, parse_duration
 from posttrain.distributed import relaunch, should_relaunch
-from posttrain.errors import ConfigError, DataError, OutputDirError, RewardError
+from posttrain.errors import ConfigError, DataError, OutputDirError, RewardError, RolloutError
 from posttrain.preempt import Preemption
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,14 @@ def run(
     install_options(
         trainer, recipe
     )  # GUI-G1's weights and constant, TTRL's vote/train split, the search tool
-    if recipe.rollout.engine != "hf":
+    if (
+        recipe.rollout.async_.active
+    ):  # generation overlapped with training (posttrain/rollout/asynchronous.py)
+        from posttrain.rollout.factory import async_engine
+
+        engine, backend = async_engine(recipe.rollout, trainer.model, tokenizer, trainer.accelerator)
+        trainer.enable_async_generation(engine, backend, recipe.rollout.async_.max_staleness)
+    elif recipe.rollout.engine != "hf" or recipe.rollout.mode == "server":
         from posttrain.rollout.factory import build_engine
 
         trainer.set_rollout_engine(
@@ -182,11 +189,10 @@ def run(
             trainer.load_finished(checkpoint)
         else:
             trainer.train(resume_from_checkpoint=checkpoint)
-    except RewardError as exc:  # keep the steps already trained before stopping with the message
-        raise RewardError(f"{exc}\n{_save_before_stopping(trainer, recipe)}") from exc
+    except (RewardError, RolloutError) as exc:  # keep the steps already trained, then stop with the message
+        raise type(exc)(f"{exc}\n{_save_before_stopping(trainer, recipe)}") from exc
     finally:
-        if trainer.rollout_engine is not None:
-            trainer.rollout_engine.close()
+        trainer.generation.close()
     train_seconds = time.monotonic() - start
     if preemption.requested:
         return _preempted(recipe, trainer.state.global_step, train_seconds, evals)
@@ -217,9 +223,9 @@ def _save_before_stopping(trainer, recipe: Recipe) -> str:
     if not (out / f"checkpoint-{step}").is_dir():
         trainer._save_checkpoint(trainer.model, trial=None)
     return (
-        f"The {step} finished steps are kept in {out / f'checkpoint-{step}'}; after fixing the reward, "
+        f"The {step} finished steps are kept in {out / f'checkpoint-{step}'}; after fixing the cause, "
         f"continue with `posttrain train {out / 'recipe.yaml'} --resume` (the failed batch's prompts are "
-        "not trained on)."
+        "not trained on; batches generated ahead are generated again)."
     )
 
 

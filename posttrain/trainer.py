@@ -79,6 +79,7 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
         self.loss_mask_hooks, self.scored_hooks = list(loss_mask_hooks), list(scored_hooks)
         self.loss_transforms = list(loss_transforms)
         self.queue, self.feed = queue, None
+        self._recycles = queue is not None  # a method's queue (SPARK) fills from the batches just trained
         self._generations = 0  # training generation batches so far (seeds SPARK's draws)
         self.timer = PhaseTimer()
         self.guard = NonFiniteGuard()  # a NaN/inf loss skips the step (posttrain/guard.py)
@@ -113,6 +114,33 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
         self.dynamic = DynamicSampler(
             max_rounds, self.num_generations, n_groups, acc.num_processes, acc.process_index
         )
+        if self.feed is None:
+            self._start_feed()
+
+    def enable_async_generation(self, engine, backend, max_staleness: int) -> None:
+        """Generate the next batches while updating, at most ``max_staleness`` optimizer steps behind
+        (``rollout.async``; posttrain/rollout/asynchronous.py). The prompt feed composes the batches ahead."""
+        from posttrain.errors import ConfigError
+        from posttrain.rollout.asynchronous import AsyncGeneration
+
+        if self._recycles:
+            raise ConfigError(
+                "rollout.async composes batches ahead of training, but this method's recycled tasks (SPARK) are "
+                "built from the batch just trained; set rollout.async.enabled false."
+            )
+        if self.rollout_func is not None or self.tools:
+            raise ConfigError(
+                "rollout.async generates single-turn completions ahead; a multi-turn rollout function or tool "
+                "loop (pay-per-search) drives the engine itself: set rollout.async.enabled false."
+            )
+        if self._is_vlm:
+            raise ConfigError(
+                "rollout.async generates text only; for a vision model set rollout.async.enabled false."
+            )
+        if self.generation.engine is not None:
+            self.generation.close()
+        self.set_rollout_engine(engine)  # the importance correction of the engine's samples
+        self.generation = AsyncGeneration(engine, backend, self, max_staleness, self.generation.corrects)
         if self.feed is None:
             self._start_feed()
 
@@ -218,7 +246,7 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if self.dynamic is not None and self.model.training:
-            return self.dynamic.sample(self, inputs, self._score_round, self.feed.local_batch)
+            return self.dynamic.sample(self, inputs, self._score_round, self._next_rows)
         return self._score_round(inputs)
 
     def _score_round(self, inputs):
@@ -296,10 +324,14 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
             generate_every = self.args.steps_per_generation * self.num_iterations
             starts = self._step % generate_every == 0 or self._buffered_inputs is None  # TRL's condition
             if self.feed is not None and self.model.training and starts:
-                generation_batch = self.feed.local_batch(self)
+                generation_batch = self._next_rows(self)
             return super()._prepare_inputs(generation_batch)
         finally:
             self._prepare_seconds += time.perf_counter() - start
+
+    def _next_rows(self, trainer=None):
+        """This process's rows of the next generation batch (composed ahead under asynchronous generation)."""
+        return self.generation.next_rows(self, self.feed)
 
     def get_train_dataloader(self):
         loader = super().get_train_dataloader()

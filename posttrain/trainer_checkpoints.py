@@ -18,9 +18,9 @@ class CheckpointMixin:
             super(CheckpointMixin, self)._save_checkpoint(model, trial)
             if self.args.should_save:
                 hooks = [*self.scored_hooks, self.gate, self.guard]
-                checkpoint_state.save(
-                    folder, self.reward_plugins, self.queue, self.feed, self._generations, hooks
-                )
+                # An asynchronous generation has composed batches ahead: resume before the untrained ones.
+                feed = self.generation.checkpoint_state(self.feed) if self.feed is not None else None
+                checkpoint_state.save(folder, self.reward_plugins, self.queue, feed, self._generations, hooks)
 
         save_atomically(self, trial, write)  # staged, sealed with a manifest, then renamed
 
@@ -37,4 +37,5 @@ class CheckpointMixin:
         if checkpoint is not None:
             hooks = [*self.scored_hooks, self.gate, self.guard]
             restored = checkpoint_state.load(checkpoint, self.reward_plugins, self.queue, self.feed, hooks)
+            self.generation.reset()  # batches generated ahead of the restored position come again
             self._generations = (restored or {}).get("generations", 0)

@@ -105,6 +105,27 @@ class ServerEngine:
         self._weights_instance = self._settle(instance, error)
         self._model = model
 
+    # ----------------------------------------------------------------------------- asynchronous generation
+    # Called from posttrain.rollout.asynchronous's worker thread on the main process: no collectives.
+
+    def generate_on_main(self, prompt_ids: list[list[int]], n: int, sampling: SamplingSettings) -> Rollouts:
+        """``n`` completions per prompt; ``info["weights_version"]`` names the weights that made them."""
+        return self._generate(prompt_ids, n, sampling)
+
+    def push_on_main(self, tensors: dict[str, Any], version: int) -> None:
+        """Push a snapshot of the weights (name -> CPU tensor), tagged with ``version``."""
+        push, chunk, size = uuid.uuid4().hex, {}, 0
+        for name, tensor in tensors.items():
+            chunk[name] = tensor
+            size += tensor.numel() * tensor.element_size()
+            if size >= CHUNK_BYTES:
+                if (error := self._push_chunk(push, chunk, final=False)) is not None:
+                    raise error
+                chunk, size = {}, 0
+        if (error := self._push_chunk(push, chunk, final=True, version=version)) is not None:
+            raise error
+        self._weights_instance = self._last_answer.get("instance")
+
     def sleep(self) -> None:
         """Forwarded only to a server started with ``--enable_sleep_mode`` (one that shares GPUs)."""
         if self.sleep_mode:
@@ -182,16 +203,20 @@ class ServerEngine:
             "server_engine_s": answer.get("engine_s"),
             "server_request_s": time.perf_counter() - start,
             "instance": answer.get("instance"),  # which server process answered (a restart changes it)
+            "weights_version": answer.get("weights_version"),  # the tag of the last push it loaded
         }
         return Rollouts(completion_ids=completions, logprobs=logprobs, info=info)
 
-    def _push_chunk(self, push: str, chunk: dict[str, Any], final: bool) -> RolloutError | None:
+    def _push_chunk(
+        self, push: str, chunk: dict[str, Any], final: bool, version: int | None = None
+    ) -> RolloutError | None:
         from safetensors.torch import save
 
+        tag = f"&version={version}" if version is not None else ""
         try:
             response = self._request(
                 "POST",
-                f"/weights?push={push}&final={int(final)}",
+                f"/weights?push={push}&final={int(final)}{tag}",
                 "a weight push",
                 self.config.request_timeout,
                 data=save(chunk),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from posttrain.errors import ConfigError
+from posttrain.rollout.asynchronous import AsyncRollout
 
 ENGINES = ("hf", "vllm")
 MODES = ("colocate", "server")
@@ -18,7 +20,8 @@ class RolloutConfig:
     engine: str = "hf"
     """``hf`` (transformers generate, runs anywhere) or ``vllm`` (needs vLLM: ``make test-vllm`` env)."""
     mode: str = "colocate"
-    """vLLM only: ``colocate`` (in the trainer's processes) or ``server`` (``posttrain vllm-serve``)."""
+    """``colocate`` (in the trainer's processes) or ``server`` (a ``posttrain vllm-serve`` process, whose own
+    ``--engine`` is vllm or hf)."""
     server_url: str = "http://127.0.0.1:8000"
     """Server mode: where ``posttrain vllm-serve`` listens."""
     server_timeout: float = 240.0
@@ -45,7 +48,12 @@ class RolloutConfig:
     """``reload`` (``collective_rpc("reload_weights")``, works on vLLM's CPU backend), ``load``
     (per-parameter ``load_weights``, TRL's GPU path) or ``auto`` (reload on CPU, load on GPU)."""
 
+    async_: Any = None
+    """``rollout.async: {enabled, max_staleness}``: generate the next batches while the trainer updates, with
+    a bounded policy lag (:mod:`posttrain.rollout.asynchronous`)."""
+
     def __post_init__(self) -> None:
+        self.async_ = AsyncRollout.from_value(self.async_)
         if self.engine not in ENGINES:
             raise ConfigError(f"rollout.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}.")
         if self.mode not in MODES:
@@ -62,6 +70,13 @@ class RolloutConfig:
             raise ConfigError(
                 "rollout.tensor_parallel_size > 1 needs rollout.mode: server (`posttrain vllm-serve "
                 "--tensor_parallel_size N`); a colocated engine uses one device per training process."
+            )
+        if self.async_.active and self.engine == "vllm" and self.mode == "colocate":
+            raise ConfigError(
+                "rollout.async needs an engine that generates while the trainer updates: a colocated vLLM engine "
+                "shares the trainer's processes and devices. Serve it on its own GPUs (`posttrain vllm-serve`, "
+                "rollout.mode: server), use rollout.engine: hf (a copy of the weights in the trainer's process), "
+                "or set rollout.async.enabled false."
             )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(

@@ -20,14 +20,44 @@ def base_model_path(model: Any) -> str:
 def build_engine(
     cfg: RolloutConfig, model: Any, accelerator: Any = None, seed: int = 0
 ) -> RolloutEngine | None:
-    """None for ``hf``: in training, TRL's own transformers generation is the HF engine."""
-    if cfg.engine == "hf":
-        return None
+    """The server engine in ``server`` mode (whatever backend the server runs); None for ``hf`` colocated:
+    in training, TRL's own transformers generation is the HF engine."""
     if cfg.mode == "server":
         from posttrain.rollout.client import ServerEngine
 
         return ServerEngine(cfg, model_for_signature=model, accelerator=accelerator)
+    if cfg.engine == "hf":
+        return None
     return vllm_engine(cfg, base_model_path(model), seed)
+
+
+def async_engine(cfg: RolloutConfig, model: Any, tokenizer: Any, accelerator: Any = None):
+    """(engine, backend) for asynchronous generation (:mod:`posttrain.rollout.asynchronous`): the server
+    engine, or a transformers engine on its own copy of the weights in the main process (the others get
+    None: only the main process generates)."""
+    from posttrain.rollout.asynchronous import LocalBackend, ServerBackend
+
+    if cfg.mode == "server":
+        engine = build_engine(cfg, model, accelerator)
+        return engine, ServerBackend(engine)
+    if cfg.engine != "hf":  # RolloutConfig refuses vLLM colocated with async already
+        raise ValueError(f"No asynchronous backend for rollout.engine {cfg.engine!r} in {cfg.mode} mode.")
+    if accelerator is not None and not accelerator.is_main_process:
+        return None, None
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.rollout.hf import HFEngine
+
+    # Loaded from the checkpoint folder, not copied from the trainer's model (a ZeRO-3 shard is empty);
+    # the first weight push makes it the trainer's weights whatever it loaded.
+    from posttrain.rollout.weights import unwrap
+
+    dtype = next(unwrap(model).parameters()).dtype
+    copy = AutoModelForCausalLM.from_pretrained(base_model_path(model), dtype=dtype)
+    device = getattr(accelerator, "device", None)
+    copy = copy.to(device).eval() if device is not None else copy.eval()
+    engine = HFEngine(copy, tokenizer)
+    return engine, LocalBackend(engine)
 
 
 def vllm_engine(cfg: RolloutConfig, model_path: str, seed: int = 0, external_launcher: bool = True):

@@ -6,6 +6,11 @@ The trainer calls :meth:`single_turn` where TRL would generate, whatever the bac
     EngineGeneration   an engine of :mod:`posttrain.rollout` (``generate`` / ``sync_weights`` / ``sleep``):
                        the weights are synced into it once per optimizer step, and its sampling log-probs
                        drive the importance-sampling correction (``corrects``)
+    AsyncGeneration    an engine generating the next batches while the trainer updates
+                       (:mod:`posttrain.rollout.asynchronous`, ``rollout.async``)
+
+With a prompt feed, the trainer takes each batch's rows from :meth:`next_rows` and checkpoints the feed
+position :meth:`checkpoint_state` gives (an asynchronous generation has composed batches ahead).
 
 Multi-turn rollout functions (the search tool loop) call :meth:`sync` before using :attr:`engine`.
 """
@@ -17,7 +22,22 @@ from typing import Any
 from posttrain.rollout.base import RolloutEngine, SamplingSettings
 
 
-class TRLGeneration:
+class _Synchronous:
+    """Batches are generated when the trainer asks for them: the feed's next batch is the one trained on."""
+
+    def next_rows(self, trainer, feed) -> list:
+        """This process's rows of the next generation batch."""
+        return feed.local_batch(trainer)
+
+    def checkpoint_state(self, feed) -> dict:
+        """The feed position a checkpoint stores."""
+        return feed.state_dict()
+
+    def reset(self) -> None:
+        """Nothing is generated ahead."""
+
+
+class TRLGeneration(_Synchronous):
     """TRL's own generation (``GRPOTrainer._generate_single_turn``) on the trainer's model."""
 
     engine = None
@@ -36,7 +56,7 @@ class TRLGeneration:
         """Nothing to release."""
 
 
-class EngineGeneration:
+class EngineGeneration(_Synchronous):
     """Generation by a rollout engine with its own copy of the weights."""
 
     def __init__(self, engine: RolloutEngine, correction: bool, step: int):

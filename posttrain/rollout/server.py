@@ -10,13 +10,17 @@ happens inside the engine. Endpoints, all JSON unless said otherwise:
     GET  /health        {"status": "ok"}
     GET  /info          {"model", "signature": {model_type, vocab_size, ...}, "engine", "version", "sleep_mode"}
     POST /generate      {"prompt_ids": [[int]], "n": int, "sampling": {SamplingSettings fields}}
-                        -> {"completion_ids": [[int]], "logprobs": [[float]] | null, "engine_s": float}
-    POST /weights?push=ID&final=0|1   body: safetensors bytes (name -> tensor)  -> {"received" | "loaded": int}
+                        -> {"completion_ids": [[int]], "logprobs": [[float]] | null, "engine_s": float,
+                            "weights_version": int | null}
+    POST /weights?push=ID&final=0|1[&version=V]   body: safetensors bytes (name -> tensor)
+                        -> {"received" | "loaded": int}
     POST /sleep, /wake_up               -> {"status": "ok"}
 
 A weight push may take several POSTs (one per ~200 MB chunk) under one ``push`` id; the tensors are kept
 until the one marked ``final=1`` arrives, then handed to the engine's ``load_weights`` together, so the
-engine never generates with half old, half new weights. A chunk sent again (a retry) simply replaces
+engine never generates with half old, half new weights. ``version`` (the trainer's optimizer step) tags
+the loaded weights; every /generate answer says which version generated it (null: the weights the server
+started with), which asynchronous training uses to bound the policy lag. A chunk sent again (a retry) simply replaces
 the same names; a new ``push`` id drops what an abandoned push left behind.
 """
 
@@ -99,6 +103,7 @@ def build_app(
     instance = uuid.uuid4().hex  # this process: a client that sees it change knows the server restarted
     lock = threading.Lock()  # one request at a time reaches the engine (none of them is thread-safe)
     pending: dict[str, Any] = {"push": None, "tensors": {}}  # the weight push being received
+    loaded: dict[str, Any] = {"version": None}  # the version tag of the weights the engine holds
 
     def locked(fn, *args):
         with lock:
@@ -145,13 +150,17 @@ def build_app(
         except ValueError as exc:
             return _json({"detail": str(exc)}, status=400)
         start = time.perf_counter()
-        out = await call_engine(engine.generate, prompts, n, sampling)
+        out, version = await call_engine(_generate_tagged, prompts, n, sampling)
         elapsed = time.perf_counter() - start
         logger.info("generate: %d prompts x %d in %.2f s", len(prompts), n, elapsed)
         answer = {"completion_ids": out.completion_ids, "logprobs": out.logprobs, "engine_s": elapsed}
+        answer["weights_version"] = version
         return _json({**answer, "instance": instance})
 
-    def receive(push: str, final: int, tensors: dict[str, Any]) -> dict[str, int]:
+    def _generate_tagged(prompts, n, sampling):
+        return engine.generate(prompts, n, sampling), loaded["version"]  # under the lock: one version
+
+    def receive(push: str, final: int, tensors: dict[str, Any], version: int | None = None) -> dict[str, int]:
         # Runs under the lock: no generate sees a half-loaded push, and the chunks of two pushes do not mix.
         if pending["push"] != push:
             pending["push"], pending["tensors"] = push, {}
@@ -162,11 +171,12 @@ def build_app(
         pending["push"], pending["tensors"] = None, {}
         start = time.perf_counter()
         engine.load_weights(named)
+        loaded["version"] = version
         logger.info("weights: loaded %d tensors in %.2f s", len(named), time.perf_counter() - start)
         return {"loaded": len(named)}
 
     @app.post("/weights")
-    async def weights(request: Request, push: str = "", final: int = 1):
+    async def weights(request: Request, push: str = "", final: int = 1, version: int | None = None):
         if (answer := refused(request)) is not None:
             return answer
         try:
@@ -177,7 +187,7 @@ def build_app(
             tensors = await run_in_threadpool(load_safetensors, body)
         except Exception as exc:  # safetensors raises its own error types
             return _json({"detail": f"body is not a safetensors file: {exc}"}, status=400)
-        return _json({**await call_engine(receive, push, final, tensors), "instance": instance})
+        return _json({**await call_engine(receive, push, final, tensors, version), "instance": instance})
 
     @app.post("/sleep")
     async def sleep(request: Request):
