@@ -48,6 +48,8 @@ SETTINGS = {
     "memory_r_plus": "bench.proofs.memory:MemoryProof",
     "dynamic_demo": "bench.proofs.dynamic:DynamicDemoProof",  # run by bench/pipeline.py
     "dynamic_ttrl": "bench.proofs.dynamic:DynamicTTRLProof",
+    "async_server": "bench.proofs.asynchronous:AsyncProof",  # run by bench/pipeline.py
+    "async_latency": "bench.proofs.asynchronous:AsyncLatencyProof",
 }
 
 

@@ -25,7 +25,7 @@ from test_trainer import make_trainer, train_logs
 
 from posttrain import cli
 from posttrain.config import load_recipe
-from posttrain.errors import ConfigError
+from posttrain.errors import ConfigError, RolloutError
 from posttrain.rewards import RewardPlugin
 from posttrain.rollout.asynchronous import (
     AsyncRollout,
@@ -326,3 +326,21 @@ def test_an_engine_dying_mid_run_leaves_a_checkpoint_and_resume_regenerates(
         server.stop()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3, 4, 5]
+
+
+class PushFailsOnce(Recording):
+    def load(self, tensors, version):
+        if version == 1:
+            raise RolloutError("The rollout server did not answer a weight push")
+        super().load(tensors, version)
+
+
+def test_a_failed_weight_push_stops_the_run_instead_of_training_on_old_weights(
+    tiny_model, math_jsonl, tmp_path
+):
+    trainer, _, _ = _trainer(tiny_model, math_jsonl, tmp_path, 1)
+    trainer.generation.worker.backend = PushFailsOnce(trainer.generation.worker.backend.backend)
+    with pytest.raises(RolloutError, match="weight push"):
+        trainer.train()
+    trainer.generation.close()
+    assert trainer.state.global_step <= 2

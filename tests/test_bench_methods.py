@@ -30,6 +30,7 @@ SMOKE = {
     "memory_r_plus": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
     "dynamic_demo": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
     "dynamic_ttrl": ["--n_votes", "4", "--n_train", "2", "--trainer.per_device_train_batch_size", "8"],
+    "async_server": ["--data.size", "64", "--per_device_train_batch_size", "8", "--num_generations", "4"],
 }  # fmt: skip
 LENGTH = {m: "--trainer.max_completion_length" for m in ("ttrl", "ttrv", "dynamic_ttrl")}
 

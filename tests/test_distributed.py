@@ -344,6 +344,25 @@ def test_dynamic_sampling_takes_the_same_decisions_on_both_processes(workdir):
     assert sum(m["dynamic/kept_groups"] for m in steps) > 0
 
 
+@needs_deepspeed
+def test_async_generation_under_zero2_on_two_processes(workdir):
+    """rollout.async with k = 1 under ZeRO-2 on two processes: the main process's engine generates a
+    step ahead, both ranks score the same gathered rows, every step trains with a lag of at most 1."""
+    probes = workdir["base"] / "async-probes"
+    rewards = [
+        {"name": "helpers_plugins:SeededRandom"},
+        {"name": "probes:GatheredRowProbe", "weight": 0.0, "kwargs": {"out_dir": str(probes)}},
+    ]
+    sections = {"rollout": {"async": {"enabled": True, "max_staleness": 1}}}
+    recipe = workdir["recipe"]("async-zero2", rewards, sections, max_steps=3)
+    args = ["--num_processes", "2", "-m", "posttrain.train", str(recipe)]
+    result = _run(_accelerate("zero2.yaml", *args), ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (probes / "gathered-rank0.jsonl").read_text() == (probes / "gathered-rank1.jsonl").read_text()
+    metrics = [json.loads(line) for line in (workdir["base"] / "async-zero2" / "metrics.jsonl").open()]
+    assert [m["async/lag"] for m in metrics if "loss" in m] == [0, 1, 1]
+
+
 # --------------------------------------------------------------------------------------------------
 # A crash on one rank ends the launch
 # --------------------------------------------------------------------------------------------------

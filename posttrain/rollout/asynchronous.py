@@ -201,6 +201,7 @@ class AsyncGeneration:
         self.worker = RolloutWorker(backend) if self.is_main else None
         self.pushed: int | None = None  # the step whose weights were last pushed (None: none yet)
         self.ahead: deque[_Batch] = deque()  # composed, not yet trained on; [0] is the next to train
+        self._pushes: list[Future] = []  # weight pushes whose outcome nobody has looked at yet
         self.regenerated = 0
 
     # ----------------------------------------------------------------------------- the feed's side
@@ -249,7 +250,7 @@ class AsyncGeneration:
             if self.is_main:  # a copy: the trainer updates its weights in place while the push waits
                 snapshot[name] = tensor.detach().to("cpu", copy=True).contiguous()
         if self.is_main:
-            self.worker.push(snapshot, step)
+            self._pushes.append(self.worker.push(snapshot, step))
         self.pushed = step
         trainer.log_metric("async/push_s", time.perf_counter() - start)
 
@@ -277,6 +278,11 @@ class AsyncGeneration:
             self._push(trainer)
             future = self.worker.generate(batch.prompt_ids, self.sampling) if self.is_main else None
             out = self._settle(future.result if future is not None else None, with_prompts=batch.prompt_ids)
+            if too_stale(step, out["version"], self.max_staleness):
+                raise RolloutError(
+                    f"The rollout engine generated with weights version {out['version']} right after step {step}'s "
+                    "weights were pushed to it; is another trainer pushing to the same server?"
+                )
         self.ahead.popleft()
         trainer.log_metric("async/lag", float(policy_lag(step, out["version"])))
         trainer.log_metric("async/regenerated", float(self.regenerated))
@@ -312,6 +318,7 @@ class AsyncGeneration:
         if wait is not None:
             try:
                 rollouts: Rollouts = wait()
+                self._check_pushes()
                 result = {
                     "completion_ids": rollouts.completion_ids,
                     "logprobs": rollouts.logprobs,
@@ -337,6 +344,13 @@ class AsyncGeneration:
         if error is not None:
             raise error
         return result
+
+    def _check_pushes(self) -> None:
+        """Raise the error of a weight push that failed (the worker ran it after the generations before it)."""
+        done = [f for f in self._pushes if f.done()]
+        self._pushes = [f for f in self._pushes if not f.done()]
+        for future in done:
+            future.result()
 
     def sync(self, trainer) -> None:
         raise ConfigError(

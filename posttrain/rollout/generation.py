@@ -59,10 +59,10 @@ class TRLGeneration(_Synchronous):
 class EngineGeneration(_Synchronous):
     """Generation by a rollout engine with its own copy of the weights."""
 
-    def __init__(self, engine: RolloutEngine, correction: bool, step: int):
+    def __init__(self, engine: RolloutEngine, correction: bool, step: int | None):
         self.engine = engine
         self.corrects = correction
-        self._step = step  # the optimizer step whose weights the engine holds
+        self._step = step  # the optimizer step whose weights the engine holds (None: unknown, push first)
 
     def single_turn(self, trainer, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
         if images is not None and any(img is not None for img in images):
@@ -122,4 +122,6 @@ def make_generation(trainer, engine: RolloutEngine | None, trl_generate):
         correction = ImportanceCorrection(
             args.vllm_importance_sampling_mode, *limits, trainer.log_metric, trainer.accelerator.gather
         )
-    return EngineGeneration(engine, corrects, trainer.state.global_step), correction
+    # A server outlives runs: it may hold another run's weights, so the first generation pushes ours.
+    first = None if getattr(engine, "name", "") == "server" else trainer.state.global_step
+    return EngineGeneration(engine, corrects, first), correction

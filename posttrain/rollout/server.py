@@ -283,7 +283,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--enable_sleep_mode", action="store_true", help="vLLM on GPU: sleep while the trainer updates"
     )
+    p.add_argument(
+        "--latency_s",
+        type=float,
+        default=0.0,
+        help="sleep this long in every generate (benchmarks: stands in for a slower or remote engine)",
+    )
     return p
+
+
+class _Delayed:
+    """An engine whose every ``generate`` first sleeps ``latency_s`` (``--latency_s``)."""
+
+    def __init__(self, engine: Any, latency_s: float):
+        self._engine, self._latency_s = engine, latency_s
+
+    def generate(self, *args, **kwargs):
+        time.sleep(self._latency_s)
+        return self._engine.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
 
 def _build_engine(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -340,4 +360,9 @@ def main(argv: list[str]) -> None:
     # The engine's own word: vLLM has no sleep mode on CPU even when asked for one.
     info = server_info(args.model, engine, signature, sleep_mode=getattr(engine, "enable_sleep_mode", False))
     limits = {"max_generate_body": args.max_generate_body, "max_weights_body": args.max_weights_body}
+    if args.latency_s < 0:
+        raise ConfigError(f"--latency_s must be >= 0, got {args.latency_s}.")
+    if args.latency_s > 0:
+        logger.warning("Every generate request sleeps %.1f s first (--latency_s).", args.latency_s)
+        engine = _Delayed(engine, args.latency_s)
     serve(engine, info, args.host, args.port, **limits)
