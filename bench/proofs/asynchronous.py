@@ -148,5 +148,8 @@ class AsyncProof(GRPOProof):
 
 class AsyncLatencyProof(AsyncProof):
     name = "async_latency"
-    latency_s = 20.0
-    description = AsyncProof.description + "; every generation sleeps 20 s first (a slower engine)"
+    latency_s = 15.0
+    description = (
+        AsyncProof.description
+        + "; every generation sleeps 15 s first (a slower engine: generation ~70% of a synchronous step)"
+    )
