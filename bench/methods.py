@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def seed_list(values: list[int]) -> list[int]:
+    """``--seeds 3`` is a count (seeds 0 1 2); two or more values are the seeds themselves."""
+    if len(values) == 1 and values[0] < 1:
+        raise SystemExit(
+            f"--seeds {values[0]}: one value is a count of seeds and must be at least 1; "
+            "to run only seed 0 pass --seeds 1, for chosen seeds list them (--seeds 3 4)"
+        )
     return list(range(values[0])) if len(values) == 1 else values
 
 

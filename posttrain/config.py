@@ -7,6 +7,7 @@
     method:   {name: grpo}                        # MethodConfig: loss/normalisation presets
     rollout:  {engine: vllm, mode: colocate}      # posttrain.rollout.config.RolloutConfig
     trainer:  {learning_rate: 1.0e-5}             # any TRL GRPOConfig field
+    update:   {compact_logprobs: true}            # posttrain.update.UpdateConfig: the update's fast paths
     eval:     {before: true, after: true}         # EvalConfig: held-out accuracy around training
     run:      {time_budget: 20m}                  # RunConfig: budget, overwrite/resume, launcher
 
@@ -38,6 +39,7 @@ from posttrain.models import ModelConfig, PeftConfigSection, detect_precision
 from posttrain.rewards import RewardSpec
 from posttrain.rollout.config import RolloutConfig
 from posttrain.trainer_values import check_trainer_values
+from posttrain.update import UpdateConfig
 
 # Trainer defaults that differ from TRL's: no gradient checkpointing on small models (TRL turns it
 # on; on CPU it costs ~7% speed to save memory we do not need), log every step, save rarely, and
@@ -173,6 +175,7 @@ SECTIONS: dict[str, type] = {
     "rollout": RolloutConfig,
     # The sections a method brings (posttrain/methods: SPARK's `spark`, pay-per-search's `search`).
     **{name: section_class(name) for name in METHOD_SECTIONS},
+    "update": UpdateConfig,
     "eval": EvalConfig,
     "run": RunConfig,
 }
@@ -191,6 +194,7 @@ class Recipe:
     spark: Any = field(default_factory=lambda: SECTIONS["spark"]())
     search: Any = field(default_factory=lambda: SECTIONS["search"]())
     trainer: dict[str, Any] = field(default_factory=dict)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -210,6 +214,7 @@ class Recipe:
             "spark",
             "search",
             "trainer",
+            "update",
             "eval",
             "run",
         ):

@@ -159,6 +159,7 @@ def run(
         processing_class=tokenizer,
         peft_config=recipe.peft.to_lora_config(),
         callbacks=callbacks,
+        update=recipe.update,
         **method.constructor_kwargs(recipe),
     )
     method.install(trainer, recipe)

@@ -20,8 +20,9 @@ Where each hook sits in one of TRL's generation cycles::
 Overrides of TRL internals (pinned by ``tests/test_trl_internals.py``): ``_calculate_rewards``,
 ``_generate_and_score_completions``, ``_generate``, ``_tokenize_prompts`` (prompts that prefill the
 reply: posttrain/chat.py), ``_generate_single_turn``, ``_compute_loss``,
-``_get_per_token_logps_and_entropies``, ``_prepare_inputs``, ``training_step``, ``get_train_dataloader``,
-``get_resumed_dataloader``; ``_save_checkpoint`` and ``_load_optimizer_and_scheduler`` in
+``_get_per_token_logps_and_entropies``, ``training_step``; ``_prepare_inputs``, ``get_train_dataloader``,
+``_get_train_sampler`` and ``get_resumed_dataloader`` in :mod:`posttrain.trainer_feed` (with the
+switches of dynamic sampling and asynchronous generation); ``_save_checkpoint`` and ``_load_optimizer_and_scheduler`` in
 :mod:`posttrain.trainer_checkpoints`. DAPO's dynamic sampling wraps one generation batch's scoring in
 rounds (:mod:`posttrain.dynamic`).
 """
@@ -34,26 +35,26 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather, gather_object
+from transformers.training_args import OptimizerNames
 from trl import GRPOTrainer
 
 from posttrain.batch import ScoredBatch, select_rows
 from posttrain.chat import continues_reply, encode
-from posttrain.dynamic import DynamicSampler
-from posttrain.feed import PlaceholderLoader, PromptFeed, check_feed, epoch_seeded
 from posttrain.guard import NonFiniteGuard
-from posttrain.queue import GroupQueue
 from posttrain.rewards import RewardPlugin, group_placeholder
 from posttrain.rollout.generation import make_generation
 from posttrain.signal import SignalGate
 from posttrain.state import STATE_FILE  # noqa: F401  (re-exported: tests and tools read the file name)
 from posttrain.timing import PhaseTimer
 from posttrain.trainer_checkpoints import CheckpointMixin
+from posttrain.trainer_feed import FeedMixin
+from posttrain.update import FastUpdate, UpdateConfig
 
 # Columns TRL handles itself; everything else in a row reaches reward plugins as a keyword argument.
 _NOT_KWARGS = ("prompt", "completion", "completion_ids")
 
 
-class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
+class PosttrainTrainer(FeedMixin, CheckpointMixin, GRPOTrainer):
     """``GRPOTrainer`` with group-level rewards, hooks, a prompt queue and a rollout engine (module docstring)."""
 
     def __init__(
@@ -69,6 +70,7 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
         loss_mask_hooks=(),
         scored_hooks=(),
         loss_transforms=(),
+        update: UpdateConfig | None = None,
         **kwargs,
     ):
         if not reward_plugins:
@@ -79,13 +81,14 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
         self.loss_mask_hooks, self.scored_hooks = list(loss_mask_hooks), list(scored_hooks)
         self.loss_transforms = list(loss_transforms)
         self.queue, self.feed = queue, None
-        self._recycles = queue is not None  # a method's queue (SPARK) fills from the batches just trained
+        self.recycles = queue is not None  # a method's queue (SPARK) fills from the batches just trained
         self._generations = 0  # training generation batches so far (seeds SPARK's draws)
         self.timer = PhaseTimer()
         self.guard = NonFiniteGuard()  # a NaN/inf loss skips the step (posttrain/guard.py)
         self._scored: ScoredBatch | None = None
         self.dynamic = None  # DAPO's dynamic sampling (posttrain/dynamic.py): enable_dynamic_sampling
         self._prepare_seconds = 0.0
+        self.fast = FastUpdate(update or UpdateConfig())  # the update's fast paths (posttrain/update.py)
         args = copy.copy(args)  # weights live on the reward entries; TRL reads them from the config
         args.reward_weights = [p.weight for p in self.reward_plugins]
         funcs = [group_placeholder(p.name) if p.is_group else p for p in self.reward_plugins]
@@ -96,53 +99,7 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
             lambda t: self.accelerator.reduce(t.to(device), reduction="sum"), self.log_metric
         )
         if queue is not None and self.train_dataset is not None:
-            self._start_feed()
-
-    def _start_feed(self) -> None:
-        check_feed(self.args, self.train_dataset)
-        if self.queue is None:
-            self.queue = GroupQueue()  # empty: the feed serves the data stream alone
-        self.feed = PromptFeed(
-            self.train_dataset, self.queue, self.num_generations, self.args.seed, self.shuffle_dataset
-        )
-
-    def enable_dynamic_sampling(self, max_rounds: int) -> None:
-        """Replace groups without reward variance by new ones, up to ``max_rounds`` rounds per batch
-        (DAPO; posttrain/dynamic.py). Extra prompts come from the prompt feed, started here if needed."""
-        n_groups = self.args.generation_batch_size // self.num_generations
-        acc = self.accelerator
-        self.dynamic = DynamicSampler(
-            max_rounds, self.num_generations, n_groups, acc.num_processes, acc.process_index
-        )
-        if self.feed is None:
-            self._start_feed()
-
-    def enable_async_generation(self, engine, backend, max_staleness: int) -> None:
-        """Generate the next batches while updating, at most ``max_staleness`` optimizer steps behind
-        (``rollout.async``; posttrain/rollout/asynchronous.py). The prompt feed composes the batches ahead."""
-        from posttrain.errors import ConfigError
-        from posttrain.rollout.asynchronous import AsyncGeneration
-
-        if self._recycles:
-            raise ConfigError(
-                "rollout.async composes batches ahead of training, but this method's recycled tasks (SPARK) are "
-                "built from the batch just trained; set rollout.async.enabled false."
-            )
-        if self.rollout_func is not None or self.tools:
-            raise ConfigError(
-                "rollout.async generates single-turn completions ahead; a multi-turn rollout function or tool "
-                "loop (pay-per-search) drives the engine itself: set rollout.async.enabled false."
-            )
-        if self._is_vlm:
-            raise ConfigError(
-                "rollout.async generates text only; for a vision model set rollout.async.enabled false."
-            )
-        if self.generation.engine is not None:
-            self.generation.close()
-        self.set_rollout_engine(engine)  # the importance correction of the engine's samples
-        self.generation = AsyncGeneration(engine, backend, self, max_staleness, self.generation.corrects)
-        if self.feed is None:
-            self._start_feed()
+            self.start_feed()
 
     def set_rollout_engine(self, engine) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""
@@ -246,7 +203,7 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if self.dynamic is not None and self.model.training:
-            return self.dynamic.sample(self, inputs, self._score_round, self._next_rows)
+            return self.dynamic.sample(self, inputs, self._score_round, self.next_rows)
         return self._score_round(inputs)
 
     def _score_round(self, inputs):
@@ -306,47 +263,21 @@ class PosttrainTrainer(CheckpointMixin, GRPOTrainer):
         return loss
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        out = self.fast.per_token_logps(super()._get_per_token_logps_and_entropies, *args, **kwargs)
         if self.correction is not None:
             self.correction.observe(out[0])
         return out
 
     def create_optimizer(self, model=None):
+        fused = self.fast.config.fused_optimizer and not self.is_deepspeed_enabled
+        if fused and self.args.optim == OptimizerNames.ADAMW_TORCH:
+            self.args.optim = OptimizerNames.ADAMW_TORCH_FUSED  # the same AdamW, one kernel for all tensors
         optimizer = super().create_optimizer(model)
         if self.is_deepspeed_enabled:  # DeepSpeed drives its own optimizer step; left as it is
             return optimizer
         return self.gate.wrap(optimizer)
 
-    # ----------------------------------------------------------------------------- the feed and timing
-    def _prepare_inputs(self, generation_batch):
-        start = time.perf_counter()
-        try:
-            generate_every = self.args.steps_per_generation * self.num_iterations
-            starts = self._step % generate_every == 0 or self._buffered_inputs is None  # TRL's condition
-            if self.feed is not None and self.model.training and starts:
-                generation_batch = self._next_rows(self)
-            return super()._prepare_inputs(generation_batch)
-        finally:
-            self._prepare_seconds += time.perf_counter() - start
-
-    def _next_rows(self, trainer=None):
-        """This process's rows of the next generation batch (composed ahead under asynchronous generation)."""
-        return self.generation.next_rows(self, self.feed)
-
-    def get_train_dataloader(self):
-        loader = super().get_train_dataloader()
-        if self.feed is None:
-            return loader
-        return PlaceholderLoader(len(loader), self.train_dataset)  # the Trainer counts steps from it
-
-    def _get_train_sampler(self, dataset=None):
-        return epoch_seeded(super()._get_train_sampler(dataset))  # resumable in any epoch
-
-    def get_resumed_dataloader(self, dataloader, num_batches: int):
-        if isinstance(dataloader, PlaceholderLoader):
-            return dataloader.skipping(num_batches)  # the feed restores its own position
-        return super().get_resumed_dataloader(dataloader, num_batches)
-
+    # ----------------------------------------------------------------------------- timing
     def training_step(self, model, inputs, num_items_in_batch):
         start = time.perf_counter()
         self._prepare_seconds = 0.0

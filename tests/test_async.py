@@ -135,7 +135,7 @@ def _trainer(tiny_model, math_jsonl, out, k, steps=4, forget_at=None, **kwargs):
     plugins = [RewardPlugin(SeededRandom(), "random"), RewardPlugin(prompts, "prompts", weight=0.0)]
     trainer = make_trainer(tiny_model, math_jsonl, plugins, out, max_steps=steps, **kwargs)
     if k is None:  # synchronous, with the same feed the asynchronous run composes from
-        trainer._start_feed()
+        trainer.start_feed()
         return trainer, prompts, None
     cfg = RolloutConfig(async_={"enabled": True, "max_staleness": k})
     engine, backend = async_engine(cfg, trainer.model, trainer.processing_class, trainer.accelerator)

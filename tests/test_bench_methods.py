@@ -136,6 +136,14 @@ def test_resume_keeps_finished_runs(bench, tiny_model, tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------
 
 
+def test_seeds_is_a_count_or_a_list_and_zero_seeds_is_refused(bench):
+    methods = bench("methods")
+    assert methods.seed_list([3]) == [0, 1, 2]
+    assert methods.seed_list([3, 4]) == [3, 4]
+    with pytest.raises(SystemExit, match="--seeds 1"):
+        methods.seed_list([0])
+
+
 def test_results_doc_is_in_sync_with_the_json_files(bench):
     assert bench("results_doc").main(["--check"]) == 0, "run `python bench/results_doc.py`"
 
