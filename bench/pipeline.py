@@ -20,7 +20,8 @@ budget, over seeds, with 95% intervals:
 Writes ``bench/results/pipeline.json`` (each setting's headline; the figures are in
 ``bench/results/methods/<setting>.json``). Last line: ``signal_steps_dynamic=<x> signal_steps_plain=<x>
 async_over_sync_throughput=<x> async_acc=<x> sync_acc=<x>`` (the demo task; throughput = completion
-tokens trained per second, async k = 1 over sync), then ``signal_groups_dynamic``,
+tokens trained per second, async k = 1 over sync), then ``async_over_sync_step_rate`` (synchronous step
+time over k = 1's), ``signal_groups_dynamic``,
 ``signal_groups_plain``, ``dynamic_acc``, ``plain_acc``, the TTRL task's figures with a ``ttrl_`` prefix
 and the slow engine's with a ``latency_`` prefix.
 """
@@ -47,6 +48,7 @@ def setting_figures(name: str, head: dict[str, float]) -> dict[str, float]:
         prefix = "latency_" if name == "async_latency" else ""
         return {
             f"{prefix}async_over_sync_throughput": head["async1_tokens_per_s"] / head["sync_tokens_per_s"],
+            f"{prefix}async_over_sync_step_rate": head["sync_step_s"] / head["async1_step_s"],
             f"{prefix}async_acc": head["async1_acc_after"],
             f"{prefix}sync_acc": head["sync_acc_after"],
         }
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out = Path(args.methods_dir) / f"{name}.json"
         done = json.loads(out.read_text()) if args.reuse and out.exists() else {}
         if done.get("complete"):
-            head = done["headline"]
+            head = {k: v["mean"] for k, v in done.get("figures", {}).items()} | done["headline"]
         else:
             flags = ["--method", name, "--seeds", *seeds, *extra, "--out", str(out)]
             if args.budget:

@@ -263,7 +263,7 @@ class PosttrainTrainer(FeedMixin, CheckpointMixin, GRPOTrainer):
         return loss
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = self.fast.per_token_logps(super()._get_per_token_logps_and_entropies, *args, **kwargs)
+        out = self.fast.per_token_logps(self, super()._get_per_token_logps_and_entropies, *args, **kwargs)
         if self.correction is not None:
             self.correction.observe(out[0])
         return out

@@ -51,15 +51,19 @@ def test_overhead(bench, tiny_model, tmp_path, capsys):
     bench("overhead").main(argv)
 
     headline = last_line(capsys)
-    assert list(headline) == ["overhead_ratio"]
-    assert headline["overhead_ratio"] > 0
+    assert list(headline) == ["overhead_ratio", "update_share_padding", "update_over_ceiling", "peak_rss_gb"]
+    assert headline["overhead_ratio"] > 0 and headline["update_over_ceiling"] > 0
+    assert 0 <= headline["update_share_padding"] < 1
     result = json.loads(out.read_text())
+    assert 0 < result["peak_rss_gb"]["posttrain"] < 20 and result["peak_rss_gb"]["update_off"] > 0
+    assert result["update"]["posttrain_path"]["path"] == "shared"  # groups of 4 completions share a prompt
     assert [r["side"] for r in result["runs"]] == ["trl", "posttrain"]
     assert all(len(r["step_seconds"]) == 2 for r in result["runs"])
     assert result["overhead_ratio"] == pytest.approx(headline["overhead_ratio"], abs=1e-3)
     assert result["config"]["recipe"]["trainer"]["max_steps"] == 2
     assert result["config"]["recipe"]["trainer"]["save_strategy"] == "no"
-    # Same seed, same rows, same config: both sides generated and scored the same completions.
+    # Same seed, same rows, same config: both sides generated and scored the same completions and
+    # computed the same entropy from their log-probabilities (fp32 on the tiny model: to 1e-5).
     assert result["same_work"]["match"], result["same_work"]
 
 

@@ -26,16 +26,18 @@ from posttrain.update import UpdateConfig, plan_buckets, read_layout
 
 torch.set_num_threads(1)
 
-OFF = UpdateConfig(compact_logprobs=False, trim_padding=False, length_buckets=1, fused_optimizer=False)
+NONE = {"compact_logprobs": False, "trim_padding": False, "share_prompts": False, "fused_optimizer": False}
+OFF = UpdateConfig(**NONE)
 SWITCHES = {
-    "compact": UpdateConfig(compact_logprobs=True, trim_padding=False, fused_optimizer=False),
-    "trim": UpdateConfig(compact_logprobs=False, trim_padding=True, fused_optimizer=False),
-    "buckets": UpdateConfig(
-        compact_logprobs=False, trim_padding=True, length_buckets=3, fused_optimizer=False
-    ),
-    "fused": UpdateConfig(compact_logprobs=False, trim_padding=False, fused_optimizer=True),
-    "all": UpdateConfig(length_buckets=2),
+    "compact": UpdateConfig(**{**NONE, "compact_logprobs": True}),
+    "trim": UpdateConfig(**{**NONE, "trim_padding": True}),
+    "buckets": UpdateConfig(**{**NONE, "trim_padding": True, "length_buckets": 3}),
+    "share": UpdateConfig(**{**NONE, "trim_padding": True, "share_prompts": True}),
+    "fused": UpdateConfig(**{**NONE, "fused_optimizer": True}),
+    "all": UpdateConfig(),
 }
+# The path each switch takes on a batch whose prompts repeat (posttrain/update.py: FastUpdate.last).
+PATHS = {"compact": "trl", "trim": "buckets", "buckets": "buckets", "share": "shared", "all": "shared"}
 
 
 def token_reward(completions, completion_ids, **kwargs):
@@ -83,13 +85,18 @@ def build(kind, tiny_model, data, out, update=None, **kwargs):
     return PosttrainTrainer(model=model, reward_plugins=plugins, update=update, **common)
 
 
-def hand_built_batch(tokenizer_vocab: int, seed: int = 0):
-    """Left-padded prompts of lengths 3-9, right-padded completions of lengths 0-7 (row 2 masked)."""
+def hand_built_batch(tokenizer_vocab: int, seed: int = 0, groups: bool = False):
+    """Left-padded prompts of lengths 3-9, right-padded completions of lengths 0-7 (row 2 masked); with
+    ``groups``, rows 0/1, 2/3/4 and 5 share their prompts (lengths 9, 5, 4), as a group's completions do."""
     g = torch.Generator().manual_seed(seed)
     prompt_lengths, completion_lengths, width, keep = [9, 3, 6, 5, 8, 4], [7, 2, 0, 5, 1, 6], 9, 7
+    owner = [0, 1, 2, 3, 4, 5]
+    if groups:
+        prompt_lengths, owner = [9, 9, 5, 5, 5, 4], [0, 0, 2, 2, 2, 5]
+    prompt_ids = torch.randint(3, tokenizer_vocab, (6, width), generator=g)
     rows, masks = [], []
-    for p, c in zip(prompt_lengths, completion_lengths):
-        ids = torch.randint(3, tokenizer_vocab, (width + keep,), generator=g)
+    for i, (p, c) in enumerate(zip(prompt_lengths, completion_lengths)):
+        ids = torch.cat([prompt_ids[owner[i]], torch.randint(3, tokenizer_vocab, (keep,), generator=g)])
         mask = torch.zeros(width + keep, dtype=torch.long)
         mask[width - p : width + c] = 1
         rows.append(torch.where(mask.bool(), ids, torch.zeros_like(ids)))
@@ -97,11 +104,12 @@ def hand_built_batch(tokenizer_vocab: int, seed: int = 0):
     return torch.stack(rows), torch.stack(masks), keep
 
 
-@pytest.mark.parametrize("name", ["compact", "trim", "buckets", "all"])
-def test_log_probs_entropies_and_gradients_match_trl(name, tiny_model, varied_jsonl, tmp_path):
+@pytest.mark.parametrize("groups", [False, True])
+@pytest.mark.parametrize("name", ["compact", "trim", "buckets", "share", "all"])
+def test_log_probs_entropies_and_gradients_match_trl(name, groups, tiny_model, varied_jsonl, tmp_path):
     reference = build("posttrain", tiny_model, varied_jsonl, tmp_path / "a", update=OFF)
     fast = build("posttrain", tiny_model, varied_jsonl, tmp_path / "b", update=SWITCHES[name])
-    ids, mask, keep = hand_built_batch(reference.model.config.vocab_size)
+    ids, mask, keep = hand_built_batch(reference.model.config.vocab_size, groups=groups)
     weights = torch.randn(ids.size(0), keep, generator=torch.Generator().manual_seed(1))
     results = []
     for trainer in (reference, fast):
@@ -121,9 +129,15 @@ def test_log_probs_entropies_and_gradients_match_trl(name, tiny_model, varied_js
     assert grad_a.keys() == grad_b.keys()
     for key in grad_a:
         torch.testing.assert_close(grad_b[key], grad_a[key], atol=1e-5, rtol=1e-4)
-    if name != "compact":  # trimmed: fewer positions ran than the padded batch holds
+    path = (
+        PATHS[name] if groups or PATHS[name] != "shared" else "buckets"
+    )  # no prompt repeats: nothing to share
+    assert fast.fast.last["path"] == path
+    if path == "buckets":  # trimmed: fewer positions ran than the padded batch holds, the masked row skipped
         assert fast.fast.last["positions"] < ids.numel()
-        assert fast.fast.last["real"] == int(mask[[0, 1, 3, 4, 5]].sum())  # the masked row was skipped
+        assert fast.fast.last["real"] == int(mask[[0, 1, 3, 4, 5]].sum())
+    if path == "shared":  # the prompts of lengths 9, 5 and 4 ran once each, then the 5 completions
+        assert fast.fast.last["real"] == 9 + 5 + 4 + 7 + 2 + 5 + 1 + 6
 
 
 @pytest.mark.parametrize("name", list(SWITCHES))
@@ -145,6 +159,8 @@ def test_training_logs_the_same_losses_as_bare_trl(name, extra, tiny_model, vari
         torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4, msg=f"{n} differs after two steps")
     if name in ("fused", "all"):
         assert post.optimizer.param_groups[0]["fused"] is True
+    if name in ("share", "all") and not extra:  # groups of 4 completions share their prompt
+        assert post.fast.last["path"] == "shared"
 
 
 def test_layout_and_buckets_on_a_hand_built_mask():

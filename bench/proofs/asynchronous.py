@@ -114,7 +114,9 @@ class AsyncProof(GRPOProof):
     arms = ARMS
     default_budget = "3m"
     default_marks = ()
-    headline = ["sync_acc_after", "async1_acc_after", "sync_tokens_per_s", "async1_tokens_per_s"]
+    headline = [
+        "sync_acc_after", "async1_acc_after", "sync_tokens_per_s", "async1_tokens_per_s", "sync_step_s", "async1_step_s",
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         greedy = _mean("greedy")
