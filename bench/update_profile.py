@@ -80,6 +80,9 @@ def parse_args(argv):
         "--long_variants", nargs="+", default=["trl", "compact", "share", "posttrain"],
         help="the variants measured on the long settings (default: a subset; every variant on the demo batch)",
     )  # fmt: skip
+    parser.add_argument(
+        "--variants", nargs="+", default=None, help="measure only these variants (all settings)"
+    )
     return parser.parse_known_args(argv)
 
 
@@ -211,6 +214,8 @@ def variants(bf16: bool) -> dict[str, dict[str, Any]]:
     }
     out.update({name: {"side": "posttrain", "update": UpdateConfig(**u)} for name, u in one.items()})
     out["posttrain"] = {"side": "posttrain", "update": UpdateConfig()}
+    for n in (1, 2, 4):  # completions bucketed by length on top of the shared prompts
+        out[f"posttrain-b{n}"] = {"side": "posttrain", "update": UpdateConfig(length_buckets=n)}
     out["posttrain-fp32" if bf16 else "posttrain-bf16"] = {
         "side": "posttrain", "update": UpdateConfig(), "bf16": not bf16,
     }  # fmt: skip
@@ -403,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 inputs["completion_ids"].size(0),
                 inputs["completion_ids"].size(1),
             )
-            only = None if length == 0 else args.long_variants
+            only = args.variants or (None if length == 0 else args.long_variants)
             result = against_ceiling(measure(recipe, train_ds, inputs, args.repeats, only), peak)
             ceiling = result["ceiling_seconds"]
             settings[name] = result
@@ -413,13 +418,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
     first = settings[next(iter(settings))]
     med = first["median_seconds"]
-    head = {
-        "update_s_trl": med["trl"],
-        "update_s_posttrain": med["posttrain"],
-        "speedup": med["trl"] / med["posttrain"],
-        "update_share_padding": first["padding_share_posttrain"],
-        "update_over_ceiling": first["over_ceiling"]["posttrain"],
-    }
+    head = {}
+    if "trl" in med and "posttrain" in med:
+        head = {
+            "update_s_trl": med["trl"],
+            "update_s_posttrain": med["posttrain"],
+            "speedup": med["trl"] / med["posttrain"],
+        }
+    if "posttrain" in med:
+        head["update_share_padding"] = first["padding_share_posttrain"]
+        head["update_over_ceiling"] = first["over_ceiling"]["posttrain"]
     payload = {
         "benchmark": "update_profile",
         "config": {"recipe": args.recipe, "repeats": args.repeats, "extra_flags": extra, **environment()},

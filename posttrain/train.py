@@ -198,6 +198,7 @@ def run(
     if preemption.requested:
         return _preempted(recipe, trainer.state.global_step, train_seconds, evals)
     trainer.save_model(str(out))
+    trainer.free_training_memory()  # the evaluation after training needs the weights only
 
     if state.is_main_process:
         if recipe.eval.after:

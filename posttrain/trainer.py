@@ -30,6 +30,7 @@ rounds (:mod:`posttrain.dynamic`).
 from __future__ import annotations
 
 import copy
+import gc
 import time
 from typing import Any
 
@@ -100,6 +101,13 @@ class PosttrainTrainer(FeedMixin, CheckpointMixin, GRPOTrainer):
         )
         if queue is not None and self.train_dataset is not None:
             self.start_feed()
+
+    def free_training_memory(self) -> None:
+        """Drop gradients and optimizer moments (three times the weights with AdamW) once training is over."""
+        self.model.zero_grad(set_to_none=True)
+        if self.optimizer is not None and not self.is_deepspeed_enabled:
+            self.optimizer.state.clear()
+        gc.collect()
 
     def set_rollout_engine(self, engine) -> None:
         """Generate with ``engine`` from now on (None: TRL's transformers generation)."""

@@ -40,6 +40,7 @@ class FeedMixin:
         """Generate the next batches while updating, at most ``max_staleness`` optimizer steps behind
         (``rollout.async``; posttrain/rollout/asynchronous.py). The prompt feed composes the batches ahead."""
         from posttrain.rollout.asynchronous import AsyncGeneration
+        from posttrain.rollout.generation import importance_correction
 
         if self.recycles:
             raise ConfigError(
@@ -57,8 +58,10 @@ class FeedMixin:
             )
         if self.generation.engine is not None:
             self.generation.close()
-        self.set_rollout_engine(engine)  # the importance correction of the engine's samples
-        self.generation = AsyncGeneration(engine, backend, self, max_staleness, self.generation.corrects)
+        self.set_rollout_engine(engine)
+        # Only the main process holds the engine, but every process weighs the samples it broadcasts.
+        self.correction = importance_correction(self)
+        self.generation = AsyncGeneration(engine, backend, self, max_staleness, self.correction is not None)
         if self.feed is None:
             self.start_feed()
 

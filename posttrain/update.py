@@ -19,7 +19,7 @@ time. Each switch below removes one of those costs without changing the loss bey
     update:
       compact_logprobs: true
       trim_padding: true
-      length_buckets: 1
+      length_buckets: 2
       share_prompts: true
       fused_optimizer: true
 """
@@ -44,8 +44,9 @@ class UpdateConfig:
     """Project only the completion tokens that enter the loss through the LM head."""
     trim_padding: bool = True
     """Cut padding columns and skip rows with no trained token before the model's forward."""
-    length_buckets: int = 1
-    """Forward the rows in this many groups of similar length (1 = the whole batch at once)."""
+    length_buckets: int = 2
+    """Forward the rows (with shared prompts: their completions) in this many groups of similar length
+    (1 = all at once)."""
     share_prompts: bool = True
     """Run each distinct prompt once and let its completions attend to its keys and values (one process,
     no gradient checkpointing, a plain causal LM; anything else takes the other paths)."""
@@ -196,10 +197,12 @@ class FastUpdate:
         # One forward per step under DDP/DeepSpeed (their wrappers expect one forward before each backward).
         n_buckets = 1 if hasattr(model, "module") else self.config.length_buckets
         buckets = [] if layout is None else plan_buckets(layout, n_buckets)
-        if buckets and self.config.share_prompts and can_share_prompts(model):
+        # A LoRA model's adapters sit inside its base model's layers: the base model's backbone runs them.
+        plain = model.get_base_model() if hasattr(model, "peft_config") else model
+        if buckets and self.config.share_prompts and can_share_prompts(plain):
             shared = shared_prompt_logps(
-                model, input_ids, attention_mask, logits_to_keep, layout, trainer.temperature, compute_entropy,
-                trainer.accelerator.autocast,
+                plain, input_ids, attention_mask, logits_to_keep, layout, trainer.temperature, compute_entropy,
+                trainer.accelerator.autocast, n_buckets,
             )  # fmt: skip
             if shared is not None:
                 logps, entropies, self.last = shared
@@ -241,8 +244,8 @@ _LOGIT_SCALING = (
 
 
 def can_share_prompts(model) -> bool:
-    """A plain causal LM whose backbone we can call with a KV cache: not wrapped (DDP, DeepSpeed and PEFT
-    wrappers expect their own forward), no gradient checkpointing (it turns the cache off), unscaled logits."""
+    """A plain causal LM whose backbone we can call with a KV cache: not wrapped by DDP or DeepSpeed (they
+    expect their own forward), no gradient checkpointing (it turns the cache off), unscaled logits."""
     from transformers import PreTrainedModel
 
     if not isinstance(model, PreTrainedModel) or getattr(model, "is_gradient_checkpointing", False):
@@ -251,6 +254,14 @@ def can_share_prompts(model) -> bool:
         return False
     config = model.config.get_text_config()
     return all(getattr(config, name, None) is None for name in _LOGIT_SCALING)
+
+
+def completion_buckets(lengths: list[int], n_buckets: int) -> list[list[int]]:
+    """Positions into ``lengths`` sorted by length and cut into ``n_buckets`` groups of (nearly) equal size."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = max(1, min(n_buckets, len(order)))
+    bounds = [round(k * len(order) / n) for k in range(n + 1)]
+    return [order[bounds[k] : bounds[k + 1]] for k in range(n) if bounds[k] < bounds[k + 1]]
 
 
 def shared_prompt_logps(
@@ -262,17 +273,19 @@ def shared_prompt_logps(
     temperature: float,
     compute_entropy: bool,
     autocast,
+    n_buckets: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, int]] | None:
     """Per-token log-probabilities (and entropies) with each distinct prompt forwarded once.
 
     The rows' prompts are grouped (identical ids and padding); the backbone runs the distinct prompts with
-    a KV cache, the cache is indexed out to the rows, and the completions run on top of it. The first
-    completion token is scored from the prompt's last hidden state, the others from the completion's, and
-    only tokens that enter the loss go through the LM head. Positions are those of TRL's padded forward
-    (column indices), so every value equals TRL's up to rounding; gradients reach the prompt through the
-    cache. Also returns the positions the backbone ran and the real tokens among them. Returns None when no
-    prompt repeats (nothing to share).
+    a KV cache; the completions run on top of their prompt's keys and values, ``n_buckets`` groups of
+    similar length at a time (each cut to its longest completion). The first completion token is scored
+    from the prompt's last hidden state, the others from the completion's, and only tokens that enter the
+    loss go through the LM head. Positions are those of TRL's padded forward (column indices), so every
+    value equals TRL's up to rounding; gradients reach the prompt through the cache. Also returns the
+    positions the backbone ran and the real tokens among them. Returns None when no prompt repeats.
     """
+    from transformers import DynamicCache
     from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
     rows = torch.nonzero(layout.completion_lengths > 0).flatten().tolist()
@@ -283,43 +296,41 @@ def shared_prompt_logps(
     if distinct.size(0) == len(rows):
         return None
     p_max = int(layout.prompt_lengths[rows].max())
-    c_max = int(layout.completion_lengths[rows].max())
+    lengths = layout.completion_lengths[rows].tolist()
     prompt_ids, prompt_mask = distinct[:, width - p_max : width], distinct[:, 2 * width - p_max :]
-    completion_ids = input_ids[index, width : width + c_max]
-    completion_mask = attention_mask[index, width : width + c_max]
     backbone = model.get_decoder()
     # transformers renamed past_key_values to cache (5.2x); .venv-vllm keeps an older one.
-    cache_arg = "cache" if "cache" in inspect.signature(type(backbone).forward).parameters else "past_key_values"
+    cache_arg = (
+        "cache" if "cache" in inspect.signature(type(backbone).forward).parameters else "past_key_values"
+    )
     head = model.get_output_embeddings()
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
+    logps = input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32)
+    entropies = logps if compute_entropy else None
+    ran = {"path": "shared", "positions": prompt_ids.numel(), "real": int(prompt_mask.sum()) + sum(lengths)}
     with autocast():
         first = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True)
         cache = getattr(first, "cache", None) or first.past_key_values
-        cache.batch_select_indices(inverse)  # each row's prompt keys and values (indexing keeps the graph)
-        mask = torch.cat([prompt_mask[inverse], completion_mask], dim=1)
-        rest = backbone(input_ids=completion_ids, attention_mask=mask, use_cache=True, **{cache_arg: cache})
-        hidden = torch.cat([first.last_hidden_state[inverse, -1:], rest.last_hidden_state[:, :-1]], dim=1)
-        scored = completion_mask.bool()
-        values = ChunkedLogProbFunction.apply(
-            hidden[scored],
-            head.weight,
-            head.bias,
-            completion_ids[scored],
-            temperature,
-            32768,
-            None,
-            1.0,
-            outputs,
-        )
-    grid = (index.unsqueeze(1), torch.arange(c_max, device=input_ids.device))
-    full = input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=values[0].dtype)
-
-    def place(x):
-        return full.index_put(grid, x.new_zeros(scored.shape).masked_scatter(scored, x))
-
-    ran = {  # positions the backbone ran, and how many of them held tokens
-        "path": "shared",
-        "positions": prompt_ids.numel() + completion_ids.numel(),
-        "real": int(prompt_mask.sum()) + int(completion_mask.sum()),
-    }
-    return place(values[0]), (place(values[1]) if compute_entropy else None), ran
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        for bucket in completion_buckets(lengths, n_buckets):
+            at = index[bucket]  # batch rows of this bucket
+            owner, c_len = inverse[bucket], max(lengths[i] for i in bucket)
+            rows_cache = DynamicCache()  # each row's prompt keys and values (indexing keeps the graph)
+            for i, (keys, values) in enumerate(layers):
+                rows_cache.update(keys[owner], values[owner], i)
+            ids = input_ids[at, width : width + c_len]
+            kept = attention_mask[at, width : width + c_len]
+            mask = torch.cat([prompt_mask[owner], kept], dim=1)
+            rest = backbone(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_arg: rows_cache})
+            hidden = torch.cat([first.last_hidden_state[owner, -1:], rest.last_hidden_state[:, :-1]], dim=1)
+            scored = kept.bool()
+            values = ChunkedLogProbFunction.apply(
+                hidden[scored], head.weight, head.bias, ids[scored], temperature, 32768, None, 1.0, outputs
+            )  # fmt: skip
+            grid = (at.unsqueeze(1), torch.arange(c_len, device=input_ids.device))
+            logps = logps.index_put(grid, values[0].new_zeros(scored.shape).masked_scatter(scored, values[0]))
+            if compute_entropy:
+                placed = values[1].new_zeros(scored.shape).masked_scatter(scored, values[1])
+                entropies = entropies.index_put(grid, placed)
+            ran["positions"] += ids.numel()
+    return logps, entropies, ran

@@ -56,7 +56,8 @@ def test_overhead(bench, tiny_model, tmp_path, capsys):
     assert 0 <= headline["update_share_padding"] < 1
     result = json.loads(out.read_text())
     assert 0 < result["peak_rss_gb"]["posttrain"] < 20 and result["peak_rss_gb"]["update_off"] > 0
-    assert result["update"]["posttrain_path"]["path"] == "shared"  # groups of 4 completions share a prompt
+    # Shared prompts when a prompt has two rows with trained tokens (truncated rows are masked out).
+    assert result["update"]["posttrain_path"]["path"] in ("shared", "buckets")
     assert [r["side"] for r in result["runs"]] == ["trl", "posttrain"]
     assert all(len(r["step_seconds"]) == 2 for r in result["runs"])
     assert result["overhead_ratio"] == pytest.approx(headline["overhead_ratio"], abs=1e-3)

@@ -22,7 +22,7 @@ from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, load_model
 from posttrain.rewards import RewardPlugin
 from posttrain.trainer import PosttrainTrainer
-from posttrain.update import UpdateConfig, plan_buckets, read_layout
+from posttrain.update import UpdateConfig, completion_buckets, plan_buckets, read_layout
 
 torch.set_num_threads(1)
 
@@ -33,11 +33,17 @@ SWITCHES = {
     "trim": UpdateConfig(**{**NONE, "trim_padding": True}),
     "buckets": UpdateConfig(**{**NONE, "trim_padding": True, "length_buckets": 3}),
     "share": UpdateConfig(**{**NONE, "trim_padding": True, "share_prompts": True}),
+    "share_buckets": UpdateConfig(
+        **{**NONE, "trim_padding": True, "share_prompts": True, "length_buckets": 3}
+    ),
     "fused": UpdateConfig(**{**NONE, "fused_optimizer": True}),
     "all": UpdateConfig(),
 }
 # The path each switch takes on a batch whose prompts repeat (posttrain/update.py: FastUpdate.last).
-PATHS = {"compact": "trl", "trim": "buckets", "buckets": "buckets", "share": "shared", "all": "shared"}
+PATHS = {
+    "compact": "trl", "trim": "buckets", "buckets": "buckets", "share": "shared", "share_buckets": "shared",
+    "all": "shared",
+}  # fmt: skip
 
 
 def token_reward(completions, completion_ids, **kwargs):
@@ -75,10 +81,14 @@ def settings(out, **kwargs) -> GRPOConfig:
     return GRPOConfig(**base)
 
 
-def build(kind, tiny_model, data, out, update=None, **kwargs):
+def build(kind, tiny_model, data, out, update=None, lora=False, **kwargs):
     model, tokenizer = load_model(ModelConfig(name_or_path=tiny_model))
     train_ds, _ = load_datasets(DataConfig(path=data))
     common = {"args": settings(out, **kwargs), "train_dataset": train_ds, "processing_class": tokenizer}
+    if lora:
+        from peft import LoraConfig
+
+        common["peft_config"] = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0)
     if kind == "trl":
         return GRPOTrainer(model=model, reward_funcs=[token_reward], **common)
     plugins = [RewardPlugin(token_reward, "token_reward")]
@@ -105,7 +115,7 @@ def hand_built_batch(tokenizer_vocab: int, seed: int = 0, groups: bool = False):
 
 
 @pytest.mark.parametrize("groups", [False, True])
-@pytest.mark.parametrize("name", ["compact", "trim", "buckets", "share", "all"])
+@pytest.mark.parametrize("name", ["compact", "trim", "buckets", "share", "share_buckets", "all"])
 def test_log_probs_entropies_and_gradients_match_trl(name, groups, tiny_model, varied_jsonl, tmp_path):
     reference = build("posttrain", tiny_model, varied_jsonl, tmp_path / "a", update=OFF)
     fast = build("posttrain", tiny_model, varied_jsonl, tmp_path / "b", update=SWITCHES[name])
@@ -142,9 +152,16 @@ def test_log_probs_entropies_and_gradients_match_trl(name, groups, tiny_model, v
 
 @pytest.mark.parametrize("name", list(SWITCHES))
 @pytest.mark.parametrize(
-    "extra", [{}, {"beta": 0.05, "mask_truncated_completions": True, "loss_type": "grpo"}]
+    "extra",
+    [
+        {},
+        {"beta": 0.05, "mask_truncated_completions": True, "loss_type": "grpo"},
+        {"lora": True, "beta": 0.05, "optim": "sgd"},
+    ],
 )
 def test_training_logs_the_same_losses_as_bare_trl(name, extra, tiny_model, varied_jsonl, tmp_path):
+    # LoRA trains with SGD: its B matrices start at 0, so A's gradients are 0 up to rounding, and Adam
+    # would turn a 1e-12 rounding difference into a full learning-rate step.
     trl = build("trl", tiny_model, varied_jsonl, tmp_path / "trl", **extra)
     trl.train()  # built and trained one after the other: building a trainer draws from the global RNG
     post = build("posttrain", tiny_model, varied_jsonl, tmp_path / "post", update=SWITCHES[name], **extra)
@@ -157,9 +174,11 @@ def test_training_logs_the_same_losses_as_bare_trl(name, extra, tiny_model, vari
         assert b["entropy"] == pytest.approx(a["entropy"], abs=1e-5)
     for (n, p), (_, q) in zip(trl.model.named_parameters(), post.model.named_parameters()):
         torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4, msg=f"{n} differs after two steps")
-    if name in ("fused", "all"):
+    if name in ("fused", "all") and "optim" not in extra:
         assert post.optimizer.param_groups[0]["fused"] is True
-    if name in ("share", "all") and not extra:  # groups of 4 completions share their prompt
+    if (
+        name in ("share", "share_buckets", "all") and "mask_truncated_completions" not in extra
+    ):  # groups of 4 share a prompt
         assert post.fast.last["path"] == "shared"
 
 
@@ -175,6 +194,8 @@ def test_layout_and_buckets_on_a_hand_built_mask():
     lengths = [[totals[[0, 1, 3, 4, 5].index(i)] for i in b] for b in buckets]
     assert max(lengths[0]) <= min(lengths[1])  # sorted by length
     assert plan_buckets(layout, 99) == [[1], [4], [3], [5], [0]]  # never more buckets than rows
+    assert completion_buckets([7, 2, 5, 1, 6], 2) == [[3, 1], [2, 4, 0]]  # sorted by completion length
+    assert completion_buckets([3], 4) == [[0]]
     right_padded_prompt = mask.clone()
     right_padded_prompt[1, :9] = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 0])
     assert read_layout(right_padded_prompt, keep) is None  # not TRL's layout: TRL's call, whole

@@ -96,32 +96,38 @@ def sampling_settings(args: Any) -> SamplingSettings:
     return settings
 
 
-def make_generation(trainer, engine: RolloutEngine | None, trl_generate):
-    """(generation, importance correction or None) for a trainer: TRL's own generation without ``engine``."""
-    if engine is None:
-        return TRLGeneration(trl_generate), None
+def importance_correction(trainer):
+    """The importance correction of an engine's samples (TIS/MIS on ``trainer.vllm_importance_sampling_*``),
+    or None when the recipe turns it off. Built from the trainer's settings alone, so that every process
+    weighs the same samples whether or not it holds the engine."""
     from posttrain.errors import ConfigError
     from posttrain.rollout.importance import ImportanceCorrection
 
-    if trainer.use_vllm:
-        raise ValueError(
-            "Both TRL's own vLLM (trainer.use_vllm: true) and a posttrain rollout engine were given; "
-            "use `rollout.engine: vllm` and leave trainer.use_vllm unset."
-        )
     args = trainer.args
-    corrects = args.vllm_importance_sampling_correction
-    if corrects and trainer.loss_type == "vespo":
+    if not args.vllm_importance_sampling_correction:
+        return None
+    if trainer.loss_type == "vespo":
         raise ConfigError(
             "loss_type vespo consumes the sampler's importance ratio inside its own loss (TRL), which the "
             "posttrain rollout engines' correction (advantages x weight) cannot reproduce. Use another loss "
             "type, or set trainer.vllm_importance_sampling_correction: false to train without a correction."
         )
-    correction = None
-    if corrects:
-        limits = (args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
-        correction = ImportanceCorrection(
-            args.vllm_importance_sampling_mode, *limits, trainer.log_metric, trainer.accelerator.gather
+    limits = (args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
+    return ImportanceCorrection(
+        args.vllm_importance_sampling_mode, *limits, trainer.log_metric, trainer.accelerator.gather
+    )
+
+
+def make_generation(trainer, engine: RolloutEngine | None, trl_generate):
+    """(generation, importance correction or None) for a trainer: TRL's own generation without ``engine``."""
+    if engine is None:
+        return TRLGeneration(trl_generate), None
+    if trainer.use_vllm:
+        raise ValueError(
+            "Both TRL's own vLLM (trainer.use_vllm: true) and a posttrain rollout engine were given; "
+            "use `rollout.engine: vllm` and leave trainer.use_vllm unset."
         )
+    correction = importance_correction(trainer)
     # A server outlives runs: it may hold another run's weights, so the first generation pushes ours.
     first = None if getattr(engine, "name", "") == "server" else trainer.state.global_step
-    return EngineGeneration(engine, corrects, first), correction
+    return EngineGeneration(engine, correction is not None, first), correction
