@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from posttrain.errors import ConfigError, RolloutError
-from posttrain.rollout.base import Rollouts, SamplingSettings
+from posttrain.rollout.base import Rollouts, SamplingSettings, broadcast_outcome
 from posttrain.rollout.weights import inference_weights
 
 logger = logging.getLogger(__name__)
@@ -333,17 +333,7 @@ class AsyncGeneration:
                         f"The rollout engine failed while generating ahead: {type(exc).__name__}: {exc}"
                     )
                 )
-        if self.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            box = [result, str(error) if error is not None else None]
-            broadcast_object_list(box)
-            result, message = box
-            if message is not None and error is None:
-                error = RolloutError(message)
-        if error is not None:
-            raise error
-        return result
+        return broadcast_outcome(result, error, self.num_processes > 1)
 
     def _check_pushes(self) -> None:
         """Raise the error of a weight push that failed (the worker ran it after the generations before it)."""

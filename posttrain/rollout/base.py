@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from posttrain.errors import RolloutError
+
 
 @dataclass
 class SamplingSettings:
@@ -79,3 +81,18 @@ class RolloutEngine(Protocol):
     def wake_up(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def broadcast_outcome(result: Any, error: RolloutError | None, distributed: bool) -> Any:
+    """The main process's result, or its error, on every process: returned, or raised everywhere alike."""
+    if distributed:
+        from accelerate.utils import broadcast_object_list
+
+        box = [result, str(error) if error is not None else None]
+        broadcast_object_list(box)
+        result, message = box
+        if message is not None and error is None:
+            error = RolloutError(message)
+    if error is not None:
+        raise error
+    return result

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 from posttrain.errors import RolloutError
 from posttrain.retrying import Refused, Unanswered, send, wait_until_up
-from posttrain.rollout.base import Rollouts, SamplingSettings
+from posttrain.rollout.base import Rollouts, SamplingSettings, broadcast_outcome
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.weights import inference_weights, unwrap
 from posttrain.serving import client_headers
@@ -273,14 +273,4 @@ class ServerEngine:
         return self._settle(result, error)
 
     def _settle(self, result: Any, error: RolloutError | None) -> Any:
-        if self.distributed:
-            from accelerate.utils import broadcast_object_list
-
-            box = [result, str(error) if error is not None else None]
-            broadcast_object_list(box)
-            result, message = box
-            if message is not None and error is None:
-                error = RolloutError(message)
-        if error is not None:
-            raise error
-        return result
+        return broadcast_outcome(result, error, self.distributed)
