@@ -232,6 +232,7 @@ def test_reward_tasks_filter_routes_rows():
     [
         ({"schedule": "both"}, "spark.schedule"),
         ({"judge_cap": -1}, "spark.judge_cap"),
+        ({"balance_labels": "yes"}, "spark.balance_labels"),
         ({"ratio": 0}, "spark.ratio"),
     ],
 )
@@ -308,3 +309,33 @@ def test_default_caps_are_half_the_batch_so_phases_keep_up():
     )
     # Made per solve batch <= one batch of groups, which is what the next phase consumes.
     assert len(rows) <= len(groups)
+
+
+def test_balanced_labels_keep_as_many_yes_as_no_pointwise_tasks():
+    # 6 all-wrong groups ("No"), 2 all-right groups ("Yes"), 2 mixed groups (pairwise at share 0).
+    groups = (
+        [(source(i), rollouts(WRONG, WRONG, WRONG, WRONG)) for i in range(6)]
+        + [(source(i), rollouts(RIGHT, RIGHT, RIGHT, RIGHT)) for i in range(6, 8)]
+        + [(source(i), rollouts(RIGHT, WRONG, WRONG, RIGHT)) for i in range(8, 10)]
+    )
+    cfg = dict(judge_cap=10, reflect_cap=0, pointwise_share=0.0)
+    rows, stats = build_tasks(groups, SparkConfig(**cfg), random.Random(0), step=0)
+    right = [r["judge_label"] in ("Yes", "A") for r in rows if r["task"] == "pointwise"]
+    assert right.count(False) == 6 and right.count(True) == 2  # SPARK's way: as they come
+
+    rows, stats = build_tasks(groups, SparkConfig(balance_labels=True, **cfg), random.Random(0), step=0)
+    right = [r["judge_label"] in ("Yes", "A") for r in rows if r["task"] == "pointwise"]
+    assert right.count(False) == right.count(True) == 2 and stats["unbalanced"] == 4
+    assert sum(r["task"] == "pairwise" for r in rows) == 2  # pairwise tasks are left alone
+    # One class missing: no pointwise task survives, and the step says so.
+    only_no = groups[:6]
+    rows, stats = build_tasks(only_no, SparkConfig(balance_labels=True, **cfg), random.Random(0), step=0)
+    assert rows == [] and stats["unbalanced"] == 6
+
+
+def test_balanced_labels_are_logged_by_the_recycler():
+    logged = {}
+    queue = GroupQueue()
+    cfg = SparkConfig(balance_labels=True, judge_cap=4, reflect_cap=0)
+    Recycler(cfg, queue, log=logged.__setitem__)(batch_of([[WRONG] * G, [WRONG] * G, [RIGHT] * G]))
+    assert logged["recycle/unbalanced"] == 1.0 and len(queue) == 2

@@ -22,6 +22,11 @@ class SparkConfig:
 
     pointwise_share: float = 0.3
     """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
+    balance_labels: bool = False
+    """Keep as many "Yes" as "No" pointwise judge tasks per step (a random subset of the larger class; the
+    rest logged as ``recycle/unbalanced``). SPARK takes the tasks as they come (off): when the policy is
+    mostly wrong, most pointwise labels are "No" and a small judge can earn the verdict reward by always
+    saying "No" (docs/results.md, SPARK). Pairwise tasks are already balanced (the order is random)."""
     judge_cap: int | None = None
     """Most judge tasks (pointwise + pairwise) kept per step; null: half the batch's prompts (the
     reference: 32 of 64), so that judge + reflection tasks never outgrow what a phase consumes."""
@@ -54,6 +59,8 @@ class SparkConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"spark.{name} must be an integer >= 0, got {value!r}.")
+        if not isinstance(self.balance_labels, bool):
+            raise ConfigError(f"spark.balance_labels must be true or false, got {self.balance_labels!r}.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"spark.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
         if self.verdict_prefix is not None and not isinstance(self.verdict_prefix, str):

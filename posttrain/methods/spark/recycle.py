@@ -10,6 +10,9 @@ RLVR step and their verified correctness, and turns each prompt's group into new
     any wrong    -> reflection on a wrong rollout: its full text for the first half of the batch's
                     groups, its final answer only for the second half; target = the ground truth
 
+With ``balance_labels`` (not in SPARK), as many pointwise tasks on right answers as on wrong ones are kept
+per step (:func:`balance_pointwise`).
+
 Judge prompts show the final answer only, read as SPARK reads it (:func:`shown_answer`: the first
 ``\\boxed{}``); a drawn rollout without one is not recycled (the task is dropped, as in the reference). Judge and
 reflection prompts keep the source row's system message (:func:`posttrain.methods.spark.templates.chat`, the
@@ -168,6 +171,8 @@ def build_tasks(
             text = reflection_task(source, rollouts, "cot" if i < half else "answer", rng)
             if text is not None:
                 reflect.append(_row(source, text, "reflection", None, step, i))
+    if cfg.balance_labels:
+        judge = balance_pointwise(judge, rng, stats)
     for rows, cap, name in ((judge, judge_cap, "judge"), (reflect, reflect_cap, "reflection")):
         if len(rows) > cap:
             stats[f"capped_{name}"] += len(rows) - cap
@@ -176,6 +181,20 @@ def build_tasks(
     for row in (*judge, *reflect):
         stats[row["task"]] += 1
     return [*judge, *reflect], stats
+
+
+def balance_pointwise(rows: list[dict[str, Any]], rng: random.Random, stats: Counter) -> list[dict[str, Any]]:
+    """``rows`` with as many pointwise tasks on right answers (label "Yes" or "A") as on wrong ones: a random
+    subset of the larger class is kept, the other judge rows untouched and in order; the number dropped
+    is counted as ``unbalanced``."""
+    point = [i for i, r in enumerate(rows) if r["task"] == "pointwise"]
+    classes = [
+        [i for i in point if (rows[i]["judge_label"] in ("Yes", "A")) == right] for right in (True, False)
+    ]
+    k = min(map(len, classes))
+    kept = {i for members in classes for i in rng.sample(members, k)}
+    stats["unbalanced"] += len(point) - len(kept)
+    return [r for i, r in enumerate(rows) if r["task"] != "pointwise" or i in kept]
 
 
 class Recycler:
@@ -239,6 +258,8 @@ class Recycler:
         for task in TASKS:
             self.log(f"recycle/made_{task}", float(stats.get(task, 0)))
         self.log("recycle/skipped_no_answer", float(skipped))
+        if self.cfg.balance_labels:
+            self.log("recycle/unbalanced", float(stats.get("unbalanced", 0)))
         self.log("recycle/queue_size", float(len(self.queue)))
         self.log("recycle/dropped", float(self.queue.dropped))
 
