@@ -77,6 +77,10 @@ class SparkProof(Setting):
                     {"name": "spark_judge", "weight": 1.0},
                 ],
                 "spark.verdict_prefix": PREFIX,
+                # The model is right on few of its samples: as many pointwise tasks on right answers as
+                # on wrong ones, and half of the mixed groups judged pointwise (the held-out judge test).
+                "spark.balance_labels": True,
+                "spark.pointwise_share": 0.5,
             },
         ),
         Arm("grpo", {}),
