@@ -30,10 +30,15 @@ def _fmt(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
-def table(results: dict[str, Any]) -> str:
-    """One method's figures: mean over seeds, 95% interval, per-seed values; then the effect."""
+def table(results: dict[str, Any], block: str | None = None) -> str:
+    """One method's figures: mean over seeds, 95% interval, per-seed values; then the effect.
+
+    ``block``: the block's (and so the JSON's and PNG's) name, when a variant run of a method is kept
+    beside its main run (default: the method's).
+    """
+    block = block or results["method"]
     if not results.get("complete"):
-        return f"_The run in `bench/results/methods/{results['method']}.json` is incomplete._\n"
+        return f"_The run in `bench/results/methods/{block}.json` is incomplete._\n"
     lines = [
         f"Seeds {results['seeds']}, {results['budget_seconds'] / 60:g} min of training per arm, "
         f"{results['eval_size']} held-out questions; arms: {', '.join(results['arms'])}.",
@@ -65,7 +70,7 @@ def table(results: dict[str, Any]) -> str:
         f"**Effect** `{eff['of']} - {eff['minus']}` = {_fmt(eff['mean'])} "
         f"[{_fmt(eff['ci_low'])}, {_fmt(eff['ci_high'])}]: {verdict}.",
         "",
-        f"![{results['method']}](../bench/results/methods/{results['method']}.png)",
+        f"![{block}](../bench/results/methods/{block}.png)",
         "",
     ]
     return "\n".join(lines)
@@ -74,7 +79,7 @@ def table(results: dict[str, Any]) -> str:
 def refresh(text: str) -> str:
     def block(match: re.Match) -> str:
         path = RESULTS / f"{match.group(2)}.json"
-        body = table(json.loads(path.read_text())) if path.exists() else "_Not run yet._\n"
+        body = table(json.loads(path.read_text()), match.group(2)) if path.exists() else "_Not run yet._\n"
         return match.group(1) + body + match.group(4)
 
     return BLOCK.sub(block, text)

@@ -21,6 +21,10 @@ Evaluated on the held-out questions (before: the starting weights; after: each a
   of them when it judged none "Yes"); compared with plain ``maj_at_n`` over the same samples.
 
 Effect: judge_bacc_after (SPARK) minus grpo_judge_bacc_after.
+
+The SPARK arm recycles as SPARK does; the class-balanced variant probed in docs/results.md is the same
+run with ``--spark.balance_labels true --spark.pointwise_share 0.5 --judge_warm_start 128`` (recipe
+overrides reach both arms; the GRPO arm does not recycle, so they change only SPARK's).
 """
 
 from __future__ import annotations
@@ -77,10 +81,6 @@ class SparkProof(Setting):
                     {"name": "spark_judge", "weight": 1.0},
                 ],
                 "spark.verdict_prefix": PREFIX,
-                # The model is right on few of its samples: as many pointwise tasks on right answers as
-                # on wrong ones, and half of the mixed groups judged pointwise (the held-out judge test).
-                "spark.balance_labels": True,
-                "spark.pointwise_share": 0.5,
             },
         ),
         Arm("grpo", {}),
@@ -226,7 +226,8 @@ def _right(answer: str, row: dict[str, Any]) -> bool:
 
 def judge_warm_start(recipe, examples: int, ctx: Context) -> str:
     """Train the judge alone on ``examples`` pointwise tasks labelled by the verifier: the base model's own
-    samples on training questions, half right and half wrong where possible; returns the saved folder."""
+    samples on training questions, half right and half wrong (the right half topped up with reference
+    answers where the model has too few right samples); returns the saved folder."""
     from posttrain.data import load_datasets
     from posttrain.evaluation import generate, is_correct
     from posttrain.methods.mash.warmstart import Segment, encode, warm_start
@@ -247,8 +248,18 @@ def judge_warm_start(recipe, examples: int, ctx: Context) -> str:
             answer = answer_of(text)
             if answer is not None:
                 (right if is_correct(text, row) else wrong).append((row, answer))
+    from_model = len(right)
+    # A 135M model is right on ~2% of its samples here: the reference answer (a bare number, as the
+    # model's right answers are written) tops the right side up, so the warm start is balanced.
+    right += [(row, str(row["answer"])) for row in rows[: max(0, examples // 2 - from_model)]]
     k = min(len(right), len(wrong), examples // 2)
-    ctx.state["report"] = {"judge_warm_start": {"examples": 2 * k, "right_available": len(right)}}
+    ctx.state["report"] = {
+        "judge_warm_start": {
+            "examples": 2 * k,
+            "right_from_model": from_model,
+            "right_from_reference": len(right) - from_model,
+        }
+    }
     if k == 0:
         return recipe.model.name_or_path  # nothing to balance: no warm start
     chosen = rng.sample(right, k) + rng.sample(wrong, k)
