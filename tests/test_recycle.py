@@ -339,3 +339,14 @@ def test_balanced_labels_are_logged_by_the_recycler():
     cfg = SparkConfig(balance_labels=True, judge_cap=4, reflect_cap=0)
     Recycler(cfg, queue, log=logged.__setitem__)(batch_of([[WRONG] * G, [WRONG] * G, [RIGHT] * G]))
     assert logged["recycle/unbalanced"] == 1.0 and len(queue) == 2
+
+
+def test_balancing_comes_after_the_cap():
+    groups = [(source(i), rollouts(WRONG, WRONG, WRONG, WRONG)) for i in range(6)] + [
+        (source(i), rollouts(RIGHT, RIGHT, RIGHT, RIGHT)) for i in range(6, 9)
+    ]
+    for seed in range(10):
+        cfg = SparkConfig(balance_labels=True, judge_cap=5, reflect_cap=0)
+        rows, _ = build_tasks(groups, cfg, random.Random(seed), step=0)
+        right = [r["judge_label"] in ("Yes", "A") for r in rows]
+        assert right.count(True) == right.count(False) <= 3

@@ -23,8 +23,8 @@ class SparkConfig:
     pointwise_share: float = 0.3
     """In a mixed group (some right, some wrong): chance of a pointwise task instead of a pairwise one."""
     balance_labels: bool = False
-    """Keep as many "Yes" as "No" pointwise judge tasks per step (a random subset of the larger class; the
-    rest logged as ``recycle/unbalanced``). SPARK takes the tasks as they come (off): when the policy is
+    """Keep as many pointwise judge tasks on right answers as on wrong ones per step, after ``judge_cap`` (a
+    random subset of the larger class; the rest logged as ``recycle/unbalanced``). SPARK takes the tasks as they come (off): when the policy is
     mostly wrong, most pointwise labels are "No" and a small judge can earn the verdict reward by always
     saying "No" (docs/results.md, SPARK). Pairwise tasks are already balanced (the order is random)."""
     judge_cap: int | None = None

@@ -171,13 +171,13 @@ def build_tasks(
             text = reflection_task(source, rollouts, "cot" if i < half else "answer", rng)
             if text is not None:
                 reflect.append(_row(source, text, "reflection", None, step, i))
-    if cfg.balance_labels:
-        judge = balance_pointwise(judge, rng, stats)
     for rows, cap, name in ((judge, judge_cap, "judge"), (reflect, reflect_cap, "reflection")):
         if len(rows) > cap:
             stats[f"capped_{name}"] += len(rows) - cap
             keep = sorted(rng.sample(range(len(rows)), cap))
             rows[:] = [rows[k] for k in keep]
+    if cfg.balance_labels:  # after the cap, which draws at random and would unbalance them again
+        judge = balance_pointwise(judge, rng, stats)
     for row in (*judge, *reflect):
         stats[row["task"]] += 1
     return [*judge, *reflect], stats
