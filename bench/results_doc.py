@@ -62,9 +62,7 @@ def table(results: dict[str, Any], block: str | None = None) -> str:
         elif not isinstance(value, (dict, list)):
             lines.append(f"| {name} | {_fmt(value)} | | |")
     eff = results["effect"]
-    verdict = (
-        "an effect (the interval excludes 0)" if eff["ci_low"] > 0 or eff["ci_high"] < 0 else "no effect"
-    )
+    verdict = _verdict(eff)
     lines += [
         "",
         f"**Effect** `{eff['of']} - {eff['minus']}` = {_fmt(eff['mean'])} "
@@ -76,8 +74,35 @@ def table(results: dict[str, Any], block: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _verdict(eff: dict[str, Any]) -> str:
+    return "an effect (the interval excludes 0)" if eff["ci_low"] > 0 or eff["ci_high"] < 0 else "no effect"
+
+
+def summary(names: list[str]) -> str:
+    """One line per run of the page (its other blocks, in order): seeds, budget, the effect and its call."""
+    lines = ["| run | seeds x budget | effect | mean | 95% interval | call |", "|---|---|---|---|---|---|"]
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        if not results.get("complete"):
+            lines.append(f"| {name} | | | | | not run or incomplete |")
+            continue
+        eff = results["effect"]
+        lines.append(
+            f"| {name} | {len(results['seeds'])} x {results['budget_seconds'] / 60:g} min | "
+            f"`{eff['of']} - {eff['minus']}` | {_fmt(eff['mean'])} | "
+            f"[{_fmt(eff['ci_low'])}, {_fmt(eff['ci_high'])}] | {_verdict(eff).split(' (')[0]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def refresh(text: str) -> str:
+    """Every table block rewritten from its JSON; the ``summary`` block from all the others."""
+    names = [m.group(2) for m in BLOCK.finditer(text) if m.group(2) != "summary"]
+
     def block(match: re.Match) -> str:
+        if match.group(2) == "summary":
+            return match.group(1) + summary(names) + match.group(4)
         path = RESULTS / f"{match.group(2)}.json"
         body = table(json.loads(path.read_text()), match.group(2)) if path.exists() else "_Not run yet._\n"
         return match.group(1) + body + match.group(4)

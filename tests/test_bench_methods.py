@@ -186,6 +186,25 @@ def test_results_doc_table_quotes_every_figure_and_calls_the_effect(bench):
     assert "incomplete" in bench("results_doc").table({**results, "complete": False})
 
 
+def test_results_doc_summary_has_a_line_per_block(bench, tmp_path, monkeypatch):
+    doc = bench("results_doc")
+    monkeypatch.setattr(doc, "RESULTS", tmp_path)
+    eff = {"of": "a", "minus": "b", "mean": 0.1, "ci_low": 0.02, "ci_high": 0.2}
+    run = {"complete": True, "seeds": [0, 1, 2], "budget_seconds": 240.0, "effect": eff}
+    run.update(method="m", eval_size=200, arms={"m": {}}, figures={})
+    (tmp_path / "m1.json").write_text(json.dumps(run))
+    (tmp_path / "m2.json").write_text(json.dumps({**run, "effect": {**eff, "ci_low": -0.1}}))
+    text = "<!-- table:summary -->\n<!-- /table:summary -->\n" + "".join(
+        f"<!-- table:{n} -->\n<!-- /table:{n} -->\n" for n in ("m1", "m2", "m3")
+    )
+    rows = doc.refresh(text).split("<!-- /table:summary -->")[0].splitlines()[3:]
+    assert rows == [
+        "| m1 | 3 x 4 min | `a - b` | 0.100 | [0.020, 0.200] | an effect |",
+        "| m2 | 3 x 4 min | `a - b` | 0.100 | [-0.100, 0.200] | no effect |",
+        "| m3 | | | | | not run or incomplete |",
+    ]
+
+
 # --------------------------------------------------------------------------------------------------
 # bench/stats.py
 # --------------------------------------------------------------------------------------------------
