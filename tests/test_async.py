@@ -167,7 +167,9 @@ def test_lag_never_exceeds_k_and_is_the_step_minus_the_engines_version(k, tiny_m
     assert lags == [min(step, k) for step in range(4)]  # the pipeline fills, then stays k behind
     # The logged lag is the step minus the version the engine generated that batch with.
     assert lags == [step - recording.versions[step] for step in range(4)]
-    assert len(recording.versions) == 4 + k  # k batches were in flight when training stopped
+    # At most k batches were in flight when training stopped: close() cancels the ones the worker had not
+    # started yet, so how many of them ran depends on timing (a loaded machine ran k=2 as 4 + 1).
+    assert 4 <= len(recording.versions) <= 4 + k
     # The importance correction got the engine's own log-probs for the rows it trained on.
     for out, logprobs in zip(seen, recording.logprobs, strict=False):
         sampled, mask = out["sampling_per_token_logps"], out["completion_mask"].bool()
