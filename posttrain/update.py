@@ -110,15 +110,21 @@ def read_layout(attention_mask: torch.Tensor, logits_to_keep: int) -> Layout | N
     return Layout(p.cpu(), c.cpu(), width)
 
 
+def cut_by_length(lengths: list[int], n_buckets: int) -> list[list[int]]:
+    """Positions into ``lengths`` sorted by length (ties by position) and cut into ``n_buckets`` groups of
+    (nearly) equal size; never more groups than positions."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = max(1, min(n_buckets, len(order)))
+    bounds = [round(k * len(order) / n) for k in range(n + 1)]
+    return [order[bounds[k] : bounds[k + 1]] for k in range(n) if bounds[k] < bounds[k + 1]]
+
+
 def plan_buckets(layout: Layout, n_buckets: int) -> list[list[int]]:
     """Rows with at least one completion token, sorted by length and cut into ``n_buckets`` groups of
     (nearly) equal size; rows with none are left out (nothing of theirs enters the loss)."""
     rows = [i for i, c in enumerate(layout.completion_lengths.tolist()) if c > 0]
     total = (layout.prompt_lengths + layout.completion_lengths).tolist()
-    rows.sort(key=lambda i: (total[i], i))
-    n = max(1, min(n_buckets, len(rows)))
-    bounds = [round(k * len(rows) / n) for k in range(n + 1)]
-    return [rows[bounds[k] : bounds[k + 1]] for k in range(n) if bounds[k] < bounds[k + 1]]
+    return [[rows[j] for j in bucket] for bucket in cut_by_length([total[i] for i in rows], n_buckets)]
 
 
 def padded_positions(layout: Layout, buckets: list[list[int]] | None) -> tuple[int, int]:
@@ -256,14 +262,6 @@ def can_share_prompts(model) -> bool:
     return all(getattr(config, name, None) is None for name in _LOGIT_SCALING)
 
 
-def completion_buckets(lengths: list[int], n_buckets: int) -> list[list[int]]:
-    """Positions into ``lengths`` sorted by length and cut into ``n_buckets`` groups of (nearly) equal size."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    n = max(1, min(n_buckets, len(order)))
-    bounds = [round(k * len(order) / n) for k in range(n + 1)]
-    return [order[bounds[k] : bounds[k + 1]] for k in range(n) if bounds[k] < bounds[k + 1]]
-
-
 def shared_prompt_logps(
     model,
     input_ids,
@@ -312,7 +310,7 @@ def shared_prompt_logps(
         first = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True)
         cache = getattr(first, "cache", None) or first.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for bucket in completion_buckets(lengths, n_buckets):
+        for bucket in cut_by_length(lengths, n_buckets):
             at = index[bucket]  # batch rows of this bucket
             owner, c_len = inverse[bucket], max(lengths[i] for i in bucket)
             rows_cache = DynamicCache()  # each row's prompt keys and values (indexing keeps the graph)

@@ -22,7 +22,7 @@ from posttrain.errors import ConfigError
 from posttrain.models import ModelConfig, load_model
 from posttrain.rewards import RewardPlugin
 from posttrain.trainer import PosttrainTrainer
-from posttrain.update import UpdateConfig, completion_buckets, plan_buckets, read_layout
+from posttrain.update import UpdateConfig, cut_by_length, plan_buckets, read_layout
 
 torch.set_num_threads(1)
 
@@ -194,8 +194,8 @@ def test_layout_and_buckets_on_a_hand_built_mask():
     lengths = [[totals[[0, 1, 3, 4, 5].index(i)] for i in b] for b in buckets]
     assert max(lengths[0]) <= min(lengths[1])  # sorted by length
     assert plan_buckets(layout, 99) == [[1], [4], [3], [5], [0]]  # never more buckets than rows
-    assert completion_buckets([7, 2, 5, 1, 6], 2) == [[3, 1], [2, 4, 0]]  # sorted by completion length
-    assert completion_buckets([3], 4) == [[0]]
+    assert cut_by_length([7, 2, 5, 1, 6], 2) == [[3, 1], [2, 4, 0]]  # sorted by completion length
+    assert cut_by_length([3], 4) == [[0]]
     right_padded_prompt = mask.clone()
     right_padded_prompt[1, :9] = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 0])
     assert read_layout(right_padded_prompt, keep) is None  # not TRL's layout: TRL's call, whole

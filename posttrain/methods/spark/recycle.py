@@ -184,12 +184,13 @@ def build_tasks(
 
 
 def balance_pointwise(rows: list[dict[str, Any]], rng: random.Random, stats: Counter) -> list[dict[str, Any]]:
-    """``rows`` with as many pointwise tasks on right answers (label "Yes" or "A") as on wrong ones: a random
+    """``rows`` with as many pointwise tasks on right answers (a positive label) as on wrong ones: a random
     subset of the larger class is kept, the other judge rows untouched and in order; the number dropped
     is counted as ``unbalanced``."""
     point = [i for i, r in enumerate(rows) if r["task"] == "pointwise"]
     classes = [
-        [i for i in point if (rows[i]["judge_label"] in ("Yes", "A")) == right] for right in (True, False)
+        [i for i in point if (rows[i]["judge_label"] in templates.POSITIVE_VERDICTS) == right]
+        for right in (True, False)
     ]
     k = min(map(len, classes))
     kept = {i for members in classes for i in rng.sample(members, k)}

@@ -43,7 +43,14 @@ from typing import Any
 
 from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation import generate as hf_generate
-from posttrain.methods.spark.templates import JUDGE_TEMPLATE, PAIRWISE, REFLECT_TEMPLATE, chat, pointwise
+from posttrain.methods.spark.templates import (
+    JUDGE_TEMPLATE,
+    PAIRWISE,
+    POSITIVE_VERDICTS,
+    REFLECT_TEMPLATE,
+    chat,
+    pointwise,
+)
 from posttrain.verify.math import get_extractor, score
 from posttrain.verify.verdict import judge_verdict
 
@@ -55,10 +62,6 @@ Sampler = Callable[[list[Chat], int], list[list[str]]]
 
 NO_ANSWER = "(no final answer was given)"
 """Shown to the reflection prompt in place of an answer that could not be extracted."""
-
-POSITIVE_VERDICTS = ("Yes", "A")
-"""Pointwise verdicts that call an answer correct (Yes/No templates and A: correct / B: incorrect)."""
-
 
 # --------------------------------------------------------------------------------------------------
 # Small helpers

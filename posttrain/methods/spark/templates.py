@@ -550,6 +550,10 @@ REFLECT_MODES = ("cot", "answer")
 # --------------------------------------------------------------------------------------------------
 
 
+POSITIVE_VERDICTS = ("Yes", "A")
+"""Pointwise verdicts that call an answer correct (Yes/No templates and A: correct / B: incorrect)."""
+
+
 def pointwise(question: str, answer: str, correct: bool, rng: random.Random) -> tuple[str, str]:
     """A pointwise judge prompt on ``answer`` and its label, the template drawn uniformly from all 24.
 
