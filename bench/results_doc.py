@@ -30,6 +30,10 @@ def _fmt(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+def _is_effect(eff: dict[str, Any]) -> bool:
+    return eff["ci_low"] > 0 or eff["ci_high"] < 0
+
+
 def table(results: dict[str, Any], block: str | None = None) -> str:
     """One method's figures: mean over seeds, 95% interval, per-seed values; then the effect.
 
@@ -62,7 +66,7 @@ def table(results: dict[str, Any], block: str | None = None) -> str:
         elif not isinstance(value, (dict, list)):
             lines.append(f"| {name} | {_fmt(value)} | | |")
     eff = results["effect"]
-    verdict = _verdict(eff)
+    verdict = "an effect (the interval excludes 0)" if _is_effect(eff) else "no effect"
     lines += [
         "",
         f"**Effect** `{eff['of']} - {eff['minus']}` = {_fmt(eff['mean'])} "
@@ -72,10 +76,6 @@ def table(results: dict[str, Any], block: str | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _verdict(eff: dict[str, Any]) -> str:
-    return "an effect (the interval excludes 0)" if eff["ci_low"] > 0 or eff["ci_high"] < 0 else "no effect"
 
 
 def summary(names: list[str]) -> str:
@@ -91,7 +91,7 @@ def summary(names: list[str]) -> str:
         lines.append(
             f"| {name} | {len(results['seeds'])} x {results['budget_seconds'] / 60:g} min | "
             f"`{eff['of']} - {eff['minus']}` | {_fmt(eff['mean'])} | "
-            f"[{_fmt(eff['ci_low'])}, {_fmt(eff['ci_high'])}] | {_verdict(eff).split(' (')[0]} |"
+            f"[{_fmt(eff['ci_low'])}, {_fmt(eff['ci_high'])}] | {'an effect' if _is_effect(eff) else 'no effect'} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -40,7 +40,7 @@ class FeedMixin:
         """Generate the next batches while updating, at most ``max_staleness`` optimizer steps behind
         (``rollout.async``; posttrain/rollout/asynchronous.py). The prompt feed composes the batches ahead."""
         from posttrain.rollout.asynchronous import AsyncGeneration
-        from posttrain.rollout.generation import importance_correction
+        from posttrain.rollout.generation import importance_correction, refuse_two_engines
 
         if self.recycles:
             raise ConfigError(
@@ -58,7 +58,8 @@ class FeedMixin:
             )
         if self.generation.engine is not None:
             self.generation.close()
-        self.set_rollout_engine(engine)
+        if engine is not None:  # the main process's engine
+            refuse_two_engines(self)
         # Only the main process holds the engine, but every process weighs the samples it broadcasts.
         self.correction = importance_correction(self)
         self.generation = AsyncGeneration(engine, backend, self, max_staleness, self.correction is not None)

@@ -118,15 +118,20 @@ def importance_correction(trainer):
     )
 
 
-def make_generation(trainer, engine: RolloutEngine | None, trl_generate):
-    """(generation, importance correction or None) for a trainer: TRL's own generation without ``engine``."""
-    if engine is None:
-        return TRLGeneration(trl_generate), None
+def refuse_two_engines(trainer) -> None:
+    """A posttrain rollout engine replaces TRL's own vLLM; both at once is a recipe error."""
     if trainer.use_vllm:
         raise ValueError(
             "Both TRL's own vLLM (trainer.use_vllm: true) and a posttrain rollout engine were given; "
             "use `rollout.engine: vllm` and leave trainer.use_vllm unset."
         )
+
+
+def make_generation(trainer, engine: RolloutEngine | None, trl_generate):
+    """(generation, importance correction or None) for a trainer: TRL's own generation without ``engine``."""
+    if engine is None:
+        return TRLGeneration(trl_generate), None
+    refuse_two_engines(trainer)
     correction = importance_correction(trainer)
     # A server outlives runs: it may hold another run's weights, so the first generation pushes ours.
     first = None if getattr(engine, "name", "") == "server" else trainer.state.global_step
