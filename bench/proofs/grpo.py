@@ -4,7 +4,7 @@ The embedded SmolLM2-135M-Instruct on reasoning-gym ``chain_sum`` (two terms of 
 just the number."), 200 held-out questions disjoint from training, GRPO with the recipe's settings
 (lr 3e-5, G = 8, 4 prompts per step, T = 0.7, 24 new tokens, truncated completions masked). Evaluated
 greedy and with 4 samples at T = 1.0 before training, at each mark and after the budget. With
-``--budget 20m --marks 5m 10m`` the gain at 5, 10 and 20 minutes gives ``minutes_to_90pct``: the
+``--budget 20m --marks 2.5m 5m 10m`` the gain at 2.5, 5, 10 and 20 minutes gives ``minutes_to_90pct``: the
 shortest of those budgets whose gain's interval reaches 90% of the full budget's mean gain, which is
 what ``make demo`` trains for.
 """
